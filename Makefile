@@ -1,0 +1,46 @@
+# Agora: `make run` brings up a local network, `make test` checks everything.
+# Both set up .venv and the generated gRPC code on first use.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+PROTOS := $(shell find protos -name '*.proto')
+GEN_STAMP := gen/.stamp
+BENCH ?= all
+RUN_SECONDS ?=
+
+.PHONY: setup run test test-fast bench lint proto clean soak
+
+setup: $(STAMP) $(GEN_STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	mkdir -p gen/agora && touch gen/agora/__init__.py
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+$(GEN_STAMP): $(PROTOS) $(STAMP)
+	$(PY) -m services.common.protogen protos gen
+	touch $(GEN_STAMP)
+
+proto: $(GEN_STAMP)
+
+run: setup
+	RUN_SECONDS=$(RUN_SECONDS) $(PY) -m services.devnet
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider
+
+test-fast: setup
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+
+bench: setup
+	$(PY) -m bench --group $(BENCH) --out bench.json
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf gen .run bench.json
