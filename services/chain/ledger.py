@@ -1,0 +1,277 @@
+"""The only module that knows Redis key names or sends writes to the chain's state.
+
+Every state change is one Lua script from scripts/ (prelude prepended), registered once; the
+scripts check everything that depends on state before their first write, so a refusal or a crash
+leaves either the whole change or none of it.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.commands.core import AsyncScript
+from redis.exceptions import ResponseError
+
+from services.common.errors import (
+    AgoraError,
+    DuplicateExtrinsic,
+    FailedPrecondition,
+    FutureNonce,
+    InsufficientFunds,
+    Overloaded,
+    StaleNonce,
+    Unavailable,
+)
+from services.chain.extrinsics import CheckedExtrinsic
+
+BLOCK_STREAM_MAXLEN = 100_000
+
+
+class StateKeys:
+    def __init__(self, network: str) -> None:
+        p = f"agora:{network}"
+        self.genesis = f"{p}:genesis"
+        self.free = f"{p}:free"
+        self.nonces = f"{p}:nonce"
+        self.issuance = f"{p}:issuance"
+        self.burned = f"{p}:burned"
+        self.head = f"{p}:head"
+        self.blocks = f"{p}:blocks"
+        self.block_index = f"{p}:blockhash"
+        self.status = f"{p}:xtstatus"
+        self.stream = f"{p}:stream:blocks"
+        self.pool = f"{p}:pool"
+        self.pool_next = f"{p}:pool:next"
+        self.pending = f"{p}:pending"
+        self.pending_xts = f"{p}:pending:xts"
+        self.pending_results = f"{p}:pending:results"
+        self.lease = f"{p}:lease"
+
+
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    address: str
+    free: int
+    nonce: int
+    pool_nonce: int
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    applied: bool             # False: dropped (stale nonce, fee unpayable), not part of the block
+    ok: bool                  # the call took effect
+    error: str
+    events: list[list[str]]   # [name, key, value, key, value, ...]
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> ApplyResult:
+        d = json.loads(text)
+        events = d.get("events") or []  # cjson encodes an empty table as {}
+        return cls(applied=bool(d["applied"]), ok=bool(d["ok"]), error=d.get("error", ""), events=list(events))
+
+
+@dataclass(frozen=True, slots=True)
+class PendingBlock:
+    number: int
+    started_ms: int
+    extrinsics: list[bytes]
+
+
+def _script_source(name: str) -> str:
+    folder = resources.files("services.chain") / "scripts"
+    return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+
+
+# The first word of a script's error reply names the refusal; the rest is the value that caused it.
+def _submit_error(err: ResponseError, xt: CheckedExtrinsic) -> AgoraError:
+    word, _, value = str(err).partition(" ")
+    if word == "POOL_FULL":
+        return Overloaded(f"the extrinsic pool is full ({value} waiting); retry after the next block")
+    if word == "DUPLICATE":
+        return DuplicateExtrinsic(f"extrinsic {xt.hash.hex()} was already submitted")
+    if word == "STALE_NONCE":
+        return StaleNonce(f"nonce {xt.nonce} of {xt.signer} is already used: the next nonce is {value}")
+    if word == "NONCE_IN_POOL":
+        return DuplicateExtrinsic(
+            f"nonce {xt.nonce} of {xt.signer} is already queued: the next free nonce is {value}"
+        )
+    if word == "FUTURE_NONCE":
+        return FutureNonce(f"nonce {xt.nonce} of {xt.signer} is ahead: the next nonce is {value}")
+    if word == "INSUFFICIENT_FUNDS":
+        return InsufficientFunds(
+            f"{xt.signer} has {value} rao free but this extrinsic needs {xt.upfront} rao (fee included)"
+        )
+    if word == "NOT_LEADER":
+        return Unavailable(value)
+    return FailedPrecondition(str(err))
+
+
+class NotLeader(Exception):
+    """This process lost the block-production lease; it must stop writing blocks."""
+
+
+class Ledger:
+    def __init__(self, redis: aioredis.Redis, network: str) -> None:
+        self.redis = redis
+        self.keys = StateKeys(network)
+        self.network = network
+        self._scripts: dict[str, AsyncScript] = {
+            name: redis.register_script(_script_source(name))
+            for name in ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease")
+        }
+
+    # ---- genesis ----
+
+    async def write_genesis(
+        self, genesis_hash: bytes, block0: bytes, settings_json: str, balances: dict[str, int]
+    ) -> bytes:
+        k = self.keys
+        args: list[Any] = [genesis_hash.hex(), block0, settings_json, str(sum(balances.values()))]
+        for address, rao in sorted(balances.items()):
+            args += [address, str(rao)]
+        keys = [k.genesis, k.free, k.issuance, k.burned, k.head, k.blocks, k.block_index]
+        in_force = await self._scripts["genesis"](keys=keys, args=args)
+        return bytes.fromhex(in_force.decode())
+
+    async def genesis(self) -> tuple[bytes, dict[str, Any]] | None:
+        got = await self.redis.hmget(self.keys.genesis, "hash", "settings")
+        if got[0] is None:
+            return None
+        return bytes.fromhex(got[0].decode()), json.loads(got[1])
+
+    # ---- the pool ----
+
+    async def submit(self, xt: CheckedExtrinsic, pool_capacity: int) -> int:
+        k = self.keys
+        try:
+            nxt = await self._scripts["submit"](
+                keys=[k.pool, k.pool_next, k.nonces, k.free, k.status],
+                args=[xt.signer, str(xt.nonce), xt.hash.hex(), xt.raw, str(xt.upfront), str(pool_capacity)],
+            )
+        except ResponseError as err:
+            raise _submit_error(err, xt) from None
+        return int(nxt)
+
+    # ---- block production (lease holder only) ----
+
+    async def hold_lease(self, token: str, lease_ms: int) -> bool:
+        return bool(await self._scripts["lease"](keys=[self.keys.lease], args=[token, str(lease_ms)]))
+
+    async def begin_block(self, token: str, max_extrinsics: int, now_ms: int) -> PendingBlock:
+        k = self.keys
+        reply = await self._call_as_leader(
+            "begin_block",
+            [k.lease, k.pending, k.pending_xts, k.pool, k.head],
+            [token, str(max_extrinsics), str(now_ms)],
+        )
+        return PendingBlock(number=int(reply[0]), started_ms=int(reply[1]), extrinsics=list(reply[2:]))
+
+    async def apply_extrinsics(
+        self, token: str, batch: list[tuple[int, CheckedExtrinsic, int]]
+    ) -> list[ApplyResult]:
+        """Apply (index, extrinsic, fee) in order, in one round trip; each is its own atomic script."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for index, xt, fee in batch:
+                name, keys, args = self._apply_call(token, index, xt, fee)
+                await self._scripts[name](keys=keys, args=args, client=pipe)
+            replies = await pipe.execute(raise_on_error=False)
+        results = []
+        for reply in replies:
+            if isinstance(reply, ResponseError):
+                if str(reply).startswith("NOT_LEADER"):
+                    raise NotLeader(str(reply))
+                raise reply
+            results.append(ApplyResult.from_json(reply))
+        return results
+
+    def _apply_call(self, token: str, index: int, xt: CheckedExtrinsic, fee: int) -> tuple[str, list[str], list[str]]:
+        """The script, KEYS and ARGV that apply one extrinsic's call."""
+        k = self.keys
+        if xt.call_name == "transfer":
+            t = xt.call.transfer
+            return "transfer", [k.lease, k.pending_results, k.nonces, k.free, k.issuance, k.burned, k.pool_next], [
+                token, str(index), xt.signer, str(xt.nonce), str(fee), t.dest, str(t.amount)]
+        raise ValueError(f"no script applies call {xt.call_name!r}")  # check_extrinsic lets none through
+
+    async def finalize_block(
+        self, token: str, number: int, block_hash: bytes, block: bytes, events_json: str,
+        statuses: list[tuple[bytes, str]],
+    ) -> None:
+        k = self.keys
+        args: list[Any] = [token, str(number), block_hash.hex(), block, events_json, str(BLOCK_STREAM_MAXLEN)]
+        for xt_hash, status in statuses:
+            args += [xt_hash.hex(), status]
+        await self._call_as_leader(
+            "finalize_block",
+            [k.lease, k.pending, k.pending_xts, k.pending_results, k.head, k.blocks, k.block_index,
+             k.status, k.stream],
+            args,
+        )
+
+    async def _call_as_leader(self, name: str, keys: list[str], args: list[Any]) -> Any:
+        try:
+            return await self._scripts[name](keys=keys, args=args)
+        except ResponseError as err:
+            if str(err).startswith("NOT_LEADER"):
+                raise NotLeader(str(err)) from None
+            raise
+
+    async def lease_holder(self) -> str:
+        holder = await self.redis.get(self.keys.lease)
+        return holder.decode() if holder else ""
+
+    # ---- reads ----
+
+    async def account(self, address: str) -> AccountState:
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.hget(k.free, address)
+            pipe.hget(k.nonces, address)
+            pipe.hget(k.pool_next, address)
+            free, nonce, pool_next = await pipe.execute()
+        applied = int(nonce or 0)
+        return AccountState(
+            address=address, free=int(free or 0), nonce=applied, pool_nonce=max(applied, int(pool_next or 0))
+        )
+
+    async def head(self) -> tuple[int, bytes]:
+        number, block_hash = await self.redis.hmget(self.keys.head, "number", "hash")
+        if number is None:
+            raise Unavailable("the chain has no genesis yet")
+        return int(number), bytes.fromhex(block_hash.decode())
+
+    async def totals(self) -> tuple[int, int, int]:
+        """(total issuance, total burned, pool size) in one round trip."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(k.issuance)
+            pipe.get(k.burned)
+            pipe.llen(k.pool)
+            issuance, burned, pool = await pipe.execute()
+        return int(issuance or 0), int(burned or 0), int(pool)
+
+    async def block_bytes(self, number: int) -> bytes | None:
+        return await self.redis.hget(self.keys.blocks, str(number))
+
+    async def block_number_of(self, block_hash: bytes) -> int | None:
+        n = await self.redis.hget(self.keys.block_index, block_hash.hex())
+        return None if n is None else int(n)
+
+    async def extrinsic_status(self, xt_hash: bytes) -> str | None:
+        s = await self.redis.hget(self.keys.status, xt_hash.hex())
+        return None if s is None else s.decode()
+
+    async def pending_results(self) -> dict[int, ApplyResult]:
+        raw = await self.redis.hgetall(self.keys.pending_results)
+        return {int(i): ApplyResult.from_json(v) for i, v in raw.items()}
+
+    async def wait_for_block_after(self, number: int, timeout_ms: int) -> None:
+        """Block until the stream has an entry past `number`, or the timeout passes."""
+        await self.redis.xread({self.keys.stream: f"{number}-1"}, count=1, block=timeout_ms)
+
+    async def all_balances(self) -> dict[str, int]:
+        return {a.decode(): int(v) for a, v in (await self.redis.hgetall(self.keys.free)).items()}

@@ -1,0 +1,120 @@
+"""The block producer: one per network, chosen by a lease in Redis.
+
+Each block: take the next batch from the pool into the pending block (or resume the pending block
+a crashed producer left), apply each extrinsic with its own atomic script (journaled, so never
+twice), then seal the block with one script. Every write is fenced by the lease token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from dataclasses import dataclass
+
+from agora.chain.v1 import chain_pb2
+from services.chain import metrics
+from services.chain.codec import event_bytes, header_hash, merkle_root
+from services.chain.extrinsics import CheckedExtrinsic, decode_queued
+from services.chain.ledger import ApplyResult, Ledger, NotLeader
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class SealedBlock:
+    block: chain_pb2.Block
+    statuses: list[tuple[bytes, str]]
+
+
+def build_block(
+    number: int, parent_hash: bytes, timestamp_ms: int,
+    extrinsics: list[CheckedExtrinsic], results: list[ApplyResult], fee: int,
+) -> SealedBlock:
+    """Pure: the block, its hashes and each extrinsic's status, from the applied results."""
+    block = chain_pb2.Block()
+    statuses: list[tuple[bytes, str]] = []
+    for xt, result in zip(extrinsics, results, strict=True):
+        if not result.applied:
+            statuses.append((xt.hash, json.dumps({"s": "dropped", "error": result.error})))
+            continue
+        index = len(block.extrinsics)
+        block.extrinsics.append(chain_pb2.Extrinsic.FromString(xt.raw))
+        for name, *pairs in result.events:
+            event = block.events.add(extrinsic_index=index, name=name)
+            event.attributes.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
+        statuses.append((xt.hash, json.dumps(
+            {"s": "included", "block": number, "index": index, "ok": result.ok, "error": result.error, "fee": fee}
+        )))
+    header = block.header
+    header.number = number
+    header.parent_hash = parent_hash
+    header.timestamp_ms = timestamp_ms
+    header.extrinsics_root = merkle_root([xt.hash for xt, r in zip(extrinsics, results, strict=True) if r.applied])
+    header.events_root = merkle_root([event_bytes(e) for e in block.events])
+    header.hash = header_hash(header)
+    return SealedBlock(block=block, statuses=statuses)
+
+
+def events_json(block: chain_pb2.Block) -> str:
+    return json.dumps([
+        {"index": e.extrinsic_index if e.HasField("extrinsic_index") else None, "name": e.name,
+         "attributes": dict(e.attributes)}
+        for e in block.events
+    ])
+
+
+class BlockProducer:
+    def __init__(self, ledger: Ledger, *, producer_id: str, block_time_ms: int, lease_ms: int,
+                 max_block_extrinsics: int, transfer_fee: int) -> None:
+        self.ledger = ledger
+        self.token = f"{producer_id}:{uuid.uuid4().hex[:8]}"
+        self.block_time = block_time_ms / 1000
+        self.lease_ms = lease_ms
+        self.max_block_extrinsics = max_block_extrinsics
+        self.fee = transfer_fee
+        self.is_leader = False
+
+    async def run(self) -> None:
+        """Produce blocks while holding the lease; stand by while another process holds it."""
+        next_due = time.monotonic()
+        while True:
+            try:
+                leader = await self.ledger.hold_lease(self.token, self.lease_ms)
+                if leader != self.is_leader:
+                    log.info("block producer %s is now %s", self.token, "active" if leader else "standby")
+                    self.is_leader = leader
+                metrics.producer_active.set(1 if leader else 0)
+                if not leader:
+                    await asyncio.sleep(self.lease_ms / 3000)
+                    next_due = time.monotonic()
+                    continue
+                await asyncio.sleep(max(0.0, next_due - time.monotonic()))
+                next_due = max(next_due + self.block_time, time.monotonic())
+                await self.produce_block()
+            except NotLeader:
+                log.warning("block producer %s lost its lease mid-block; standing by", self.token)
+                self.is_leader = False
+            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+                log.warning("block producer cannot reach Redis (%s); retrying", exc)
+                await asyncio.sleep(min(1.0, self.block_time))
+
+    async def produce_block(self) -> chain_pb2.Block:
+        started = time.perf_counter()
+        pending = await self.ledger.begin_block(self.token, self.max_block_extrinsics, int(time.time() * 1000))
+        extrinsics = [decode_queued(raw) for raw in pending.extrinsics]
+        done = await self.ledger.pending_results()     # non-empty only when resuming a crashed block
+        todo = [(i, xt, self.fee) for i, xt in enumerate(extrinsics) if i not in done]
+        for (i, _, _), result in zip(todo, await self.ledger.apply_extrinsics(self.token, todo), strict=True):
+            done[i] = result
+        results = [done[i] for i in range(len(extrinsics))]
+        _, parent_hash = await self.ledger.head()
+        sealed = build_block(pending.number, parent_hash, pending.started_ms, extrinsics, results, self.fee)
+        await self.ledger.finalize_block(
+            self.token, pending.number, sealed.block.header.hash, sealed.block.SerializeToString(),
+            events_json(sealed.block), sealed.statuses,
+        )
+        metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started)
+        return sealed.block

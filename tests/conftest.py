@@ -1,0 +1,49 @@
+"""Shared fixtures: a real redis-server this session starts on a free port, and chain nodes on it.
+
+Each test gets its own network name, so its keys live under their own prefix: nothing is flushed
+and no test sees another's state.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from services.chain.client import ChainClient
+from services.chain.main import ChainNode
+from services.chain.settings import ChainSettings, dev_balances
+from services.common.redis_server import RedisServer
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    server = RedisServer(data_dir=Path(tmp_path_factory.mktemp("redis")), appendonly=False).start()
+    yield server
+    server.stop()
+
+
+def chain_settings(redis_server: RedisServer, **overrides: object) -> ChainSettings:
+    base: dict = dict(
+        redis_url=redis_server.url, network=f"test-{uuid.uuid4().hex[:8]}", port=0, metrics_port=0,
+        block_time_ms=100, genesis_balances=dev_balances(),
+    )
+    base.update(overrides)
+    return ChainSettings(**base)
+
+
+@pytest.fixture
+async def chain(redis_server: RedisServer) -> AsyncIterator[ChainNode]:
+    node = ChainNode(chain_settings(redis_server))
+    await node.start()
+    yield node
+    await node.stop()
+
+
+@pytest.fixture
+async def client(chain: ChainNode) -> AsyncIterator[ChainClient]:
+    c = ChainClient(f"127.0.0.1:{chain.server.port}")
+    yield c
+    await c.close()
