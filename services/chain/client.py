@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 
 import grpc
-from bittensor_wallet import Keypair
-
 from agora.chain.v1 import chain_pb2, chain_pb2_grpc
+from bittensor_wallet import Keypair
 
 
 def sign_extrinsic(keypair: Keypair, nonce: int, chain_id: bytes, call: chain_pb2.Call) -> chain_pb2.Extrinsic:

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agora.chain.v1 import chain_pb2
 from google.protobuf.message import DecodeError
 
-from agora.chain.v1 import chain_pb2
+from services.chain.codec import HASH_BYTES, extrinsic_hash
 from services.common import keys
 from services.common.errors import InvalidRequest, WrongChain
 from services.common.units import check_amount
-from services.chain.codec import HASH_BYTES, extrinsic_hash
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 

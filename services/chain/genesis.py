@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from agora.chain.v1 import chain_pb2
+
 from services.chain.codec import EMPTY_ROOT, blake2_256, header_hash
 from services.chain.ledger import Ledger
 from services.chain.settings import ChainSettings

@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from services.chain.extrinsics import CheckedExtrinsic
 from services.common.errors import (
     AgoraError,
     DuplicateExtrinsic,
@@ -26,7 +27,6 @@ from services.common.errors import (
     StaleNonce,
     Unavailable,
 )
-from services.chain.extrinsics import CheckedExtrinsic
 
 BLOCK_STREAM_MAXLEN = 100_000
 
@@ -121,7 +121,7 @@ class Ledger:
         self.network = network
         self._scripts: dict[str, AsyncScript] = {
             name: redis.register_script(_script_source(name))
-            for name in ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease")
+            for name in ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease", "release_lease")
         }
 
     # ---- genesis ----
@@ -160,6 +160,9 @@ class Ledger:
 
     async def hold_lease(self, token: str, lease_ms: int) -> bool:
         return bool(await self._scripts["lease"](keys=[self.keys.lease], args=[token, str(lease_ms)]))
+
+    async def release_lease(self, token: str) -> None:
+        await self._scripts["release_lease"](keys=[self.keys.lease], args=[token])
 
     async def begin_block(self, token: str, max_extrinsics: int, now_ms: int) -> PendingBlock:
         k = self.keys

@@ -6,8 +6,8 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-
 from agora.chain.v1 import chain_pb2, chain_pb2_grpc
+
 from services.chain.genesis import ensure_genesis
 from services.chain.ledger import Ledger
 from services.chain.producer import BlockProducer
@@ -61,6 +61,8 @@ class ChainNode:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.producer is not None:
+            await self.producer.release()
         await self.server.stop()
         await self.redis.aclose()
 

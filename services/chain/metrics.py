@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from agora.chain.v1 import chain_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
-from agora.chain.v1 import chain_pb2
 from services.chain.extrinsics import CheckedExtrinsic
 from services.chain.ledger import ApplyResult
 

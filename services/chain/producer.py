@@ -8,6 +8,7 @@ twice), then seal the block with one script. Every write is fenced by the lease 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -15,6 +16,7 @@ import uuid
 from dataclasses import dataclass
 
 from agora.chain.v1 import chain_pb2
+
 from services.chain import metrics
 from services.chain.codec import event_bytes, header_hash, merkle_root
 from services.chain.extrinsics import CheckedExtrinsic, decode_queued
@@ -97,9 +99,15 @@ class BlockProducer:
             except NotLeader:
                 log.warning("block producer %s lost its lease mid-block; standing by", self.token)
                 self.is_leader = False
-            except (ConnectionError, OSError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, ConnectionError, OSError) as exc:
                 log.warning("block producer cannot reach Redis (%s); retrying", exc)
                 await asyncio.sleep(min(1.0, self.block_time))
+
+    async def release(self) -> None:
+        """Hand the lease back on a clean stop. A crash skips this and the lease simply lapses."""
+        with contextlib.suppress(ConnectionError, OSError):
+            await self.ledger.release_lease(self.token)
+        self.is_leader = False
 
     async def produce_block(self) -> chain_pb2.Block:
         started = time.perf_counter()

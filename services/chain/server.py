@@ -9,8 +9,8 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-
 from agora.chain.v1 import chain_pb2, chain_pb2_grpc
+
 from services.chain import metrics
 from services.chain.extrinsics import check_extrinsic
 from services.chain.ledger import Ledger

@@ -1,0 +1,120 @@
+"""The one place where AgoraError kinds become gRPC status codes.
+
+Handlers raise; they never call `context.abort` themselves. An AgoraError's message is meant for
+the caller and goes out as the status details. Anything else is a bug: the caller gets INTERNAL
+with a short id and the traceback is logged under that id, so internals never leak to clients.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+from grpc import aio
+
+from services.common import errors
+
+log = logging.getLogger(__name__)
+
+# Kinds only: specific errors inherit their kind's code through the MRO walk.
+_CODES: dict[type[errors.AgoraError], grpc.StatusCode] = {
+    errors.InvalidRequest: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.OutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.Conflict: grpc.StatusCode.ALREADY_EXISTS,
+    errors.FailedPrecondition: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.Unauthenticated: grpc.StatusCode.UNAUTHENTICATED,
+    errors.PermissionDenied: grpc.StatusCode.PERMISSION_DENIED,
+    errors.Overloaded: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+    errors.Aborted: grpc.StatusCode.ABORTED,
+}
+
+HANDLER_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+
+
+def status_code_for(exc: BaseException) -> grpc.StatusCode:
+    """The code for `exc`: its nearest mapped kind, else INTERNAL (a bare AgoraError included)."""
+    for cls in type(exc).__mro__:
+        code = _CODES.get(cls)
+        if code is not None:
+            return code
+    return grpc.StatusCode.INTERNAL
+
+
+def new_error_id() -> str:
+    return uuid.uuid4().hex[:8]
+
+
+async def _abort_for(exc: Exception, context: aio.ServicerContext, method: str) -> None:
+    code = status_code_for(exc)
+    if code is grpc.StatusCode.INTERNAL:
+        error_id = new_error_id()
+        log.error("internal error, id=%s in %s", error_id, method, exc_info=exc)
+        details = f"internal error, id={error_id}"
+    else:
+        details = str(exc)
+    await context.abort(code, details)  # raises AbortError
+
+
+def _map_errors(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+    # AbortError is how an already-chosen status propagates in grpc.aio; CancelledError is a
+    # BaseException, so `except Exception` leaves it alone.
+    if inspect.isasyncgenfunction(fn):
+
+        async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                async for response in fn(request, context):
+                    yield response
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context, method)
+
+        return stream
+
+    if inspect.iscoroutinefunction(fn):
+
+        async def call(request: Any, context: aio.ServicerContext) -> Any:
+            try:
+                return await fn(request, context)
+            except aio.AbortError:
+                raise
+            except Exception as exc:
+                await _abort_for(exc, context, method)
+
+        return call
+
+    # A sync handler runs in grpc's executor with sync request iterators; wrapping it in an
+    # async function would change what it receives. Agora serves none.
+    return fn
+
+
+class ErrorMappingInterceptor(aio.ServerInterceptor):
+    """Turns exceptions escaping any handler (all four RPC shapes) into a status."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        return wrap_handler(handler, lambda fn: _map_errors(fn, handler_call_details.method))
+
+
+def wrap_handler(
+    handler: grpc.RpcMethodHandler | None, wrap: Callable[[Callable[..., Any]], Callable[..., Any]]
+) -> Any:
+    """`handler` with its one behaviour replaced by `wrap(behaviour)`; None (unknown method) stays None."""
+    if handler is None:
+        return None
+    for name in HANDLER_FIELDS:
+        fn = getattr(handler, name)
+        if fn is not None:
+            # grpc's RpcMethodHandler is a namedtuple; _replace keeps the (de)serializers.
+            return handler._replace(**{name: wrap(fn)})  # type: ignore[attr-defined]
+    return handler
