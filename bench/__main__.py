@@ -1,0 +1,73 @@
+"""`make bench [BENCH=group]`: run benchmark groups and write one JSON object (bench.json).
+
+Every figure is measured in this run, next to the baseline it is compared with, on this machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+
+def _chain() -> dict[str, float]:
+    from bench import chain_bench
+
+    return asyncio.run(chain_bench.run())
+
+
+def _yuma() -> dict[str, float]:
+    from bench import yuma_bench
+
+    out = yuma_bench.run()
+    try:
+        from bench import yuma_state_bench
+    except ImportError:
+        return out
+    from services.common.redis_server import temporary_redis
+
+    redis = temporary_redis().start()
+    try:
+        out |= asyncio.run(yuma_state_bench.run(redis.url))
+    finally:
+        redis.stop()
+    return out
+
+
+GROUPS: dict[str, Callable[[], dict[str, float]]] = {"chain": _chain, "yuma": _yuma}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(prog="bench")
+    parser.add_argument("--group", default="all", help=f"one of {', '.join(GROUPS)} or all")
+    parser.add_argument("--out", type=Path, default=Path("bench.json"))
+    args = parser.parse_args()
+    names = list(GROUPS) if args.group == "all" else args.group.split(",")
+    unknown = [n for n in names if n not in GROUPS]
+    if unknown:
+        parser.error(f"unknown group(s) {', '.join(unknown)}; known: {', '.join(GROUPS)}")
+    results: dict[str, object] = {
+        "meta": {"started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "cpus": os.cpu_count(),
+                 "python": platform.python_version(), "machine": platform.machine(), "groups": names},
+    }
+    for name in names:
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        started = time.perf_counter()
+        figures = GROUPS[name]()
+        for key, value in figures.items():
+            print(f"  {key} = {value:,.3f}" if isinstance(value, float) else f"  {key} = {value}", file=sys.stderr)
+        results |= figures
+        results[f"meta.{name}_seconds"] = round(time.perf_counter() - started, 1)
+    args.out.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+    print(f"bench: wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
