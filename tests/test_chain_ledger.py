@@ -6,8 +6,8 @@ import asyncio
 
 import grpc
 import pytest
-from agora.chain.v1 import chain_pb2
 
+from agora.chain.v1 import chain_pb2
 from services.chain.client import sign_extrinsic, transfer_call
 from services.common.keys import dev_keypair
 from services.common.units import MAX_AMOUNT_RAO

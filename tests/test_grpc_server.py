@@ -12,13 +12,13 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
-from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from google.protobuf import descriptor_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.common import errors
 from services.common.error_mapping import status_code_for
 from services.common.grpc_server import AgoraServer

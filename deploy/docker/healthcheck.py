@@ -54,8 +54,8 @@ def check(port: int, service: str, timeout: float = 3.0) -> bool:
             return False
     serving = reply.status == health_pb2.HealthCheckResponse.SERVING
     if not serving:
-        print(f"127.0.0.1:{port} {service or '(server)'}: {health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)}",
-              file=sys.stderr)
+        status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+        print(f"127.0.0.1:{port} {service or '(server)'}: {status}", file=sys.stderr)
     return serving
 
 

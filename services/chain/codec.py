@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
+
+import numpy as np
 
 from agora.chain.v1 import chain_pb2
 
@@ -46,3 +49,23 @@ def header_hash(header: chain_pb2.BlockHeader) -> bytes:
 
 def event_bytes(event: chain_pb2.Event) -> bytes:
     return event.SerializeToString(deterministic=True)
+
+
+# Sparse u16 rows (weights, bonds, root weights) as stored: n little-endian u16 targets, then their
+# n u16 values. numpy reads and writes them without a Python loop.
+ROW_DTYPE = "<u2"
+
+
+def pack_row(targets: Sequence[int] | np.ndarray, values: Sequence[int] | np.ndarray) -> bytes:
+    t = np.asarray(targets, dtype=ROW_DTYPE)
+    v = np.asarray(values, dtype=ROW_DTYPE)
+    if t.shape != v.shape or t.ndim != 1:
+        raise ValueError(f"a row needs as many targets as values, got {t.shape} and {v.shape}")
+    return t.tobytes() + v.tobytes()
+
+
+def unpack_row(raw: bytes) -> tuple[np.ndarray, np.ndarray]:
+    """(targets, values) as uint16 arrays."""
+    both = np.frombuffer(raw, dtype=ROW_DTYPE)
+    half = both.size // 2
+    return both[:half], both[half:]

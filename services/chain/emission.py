@@ -105,7 +105,7 @@ def split_epoch_emission(
     div = np.asarray(dividends, dtype=np.float64)
     owner = total_rao * owner_cut_u16 // U16_MAX
     rest = total_rao - owner
-    parts = _pro_rata(rest, _integer_weights(np.concatenate([inc, div]).tolist()))
+    parts = _pro_rata(rest, _integer_weights_array(np.concatenate([inc, div])))
     miners, validators = parts[: inc.size], parts[inc.size :]
     return EpochPayout(
         owner_rao=Rao(owner),
@@ -161,6 +161,23 @@ def _integer_weights(shares: Sequence[float | int]) -> list[int]:
         )
     denominator = max((d for _, d in ratios), default=1)
     return [num * (denominator // d) for num, d in ratios]
+
+
+def _integer_weights_array(shares: np.ndarray) -> list[int]:
+    """_integer_weights for a float array, vectorised (a 4096-uid epoch has 8192 shares): each
+    x = m * 2^e exactly with an integer 53-bit mantissa m, so m << (e - min e) are exact integers
+    proportional to the shares, which is all _pro_rata needs."""
+    x = np.asarray(shares, dtype=np.float64)
+    bad = ~np.isfinite(x) | (x < 0)
+    if bad.any():
+        raise ValueError(f"share {x[bad][0]!r}: need finite and non-negative")
+    mantissa, exponent = np.frexp(x)  # x = mantissa * 2^exponent, 0.5 <= mantissa < 1, or 0
+    ints = (mantissa * 2.0**53).astype(np.int64)  # exact: a double carries 53 mantissa bits
+    nonzero = ints != 0
+    if not nonzero.any():
+        return [0] * x.size
+    shift = exponent.astype(np.int64) - int(exponent[nonzero].min())
+    return [m << s if m else 0 for m, s in zip(ints.tolist(), shift.tolist(), strict=True)]
 
 
 def _pro_rata(amount: int, weights: list[int]) -> list[int]:

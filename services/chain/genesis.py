@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from agora.chain.v1 import chain_pb2
-
 from services.chain.codec import EMPTY_ROOT, blake2_256, header_hash
 from services.chain.ledger import Ledger
 from services.chain.settings import ChainSettings
+from services.chain.subnets import NetworkParams, root_hyperparameters
 
 
 def genesis_block(config: dict) -> chain_pb2.Block:
@@ -35,8 +35,9 @@ async def ensure_genesis(ledger: Ledger, settings: ChainSettings) -> tuple[bytes
         return existing
     config = settings.genesis_config()
     block = genesis_block(config)
+    root_hp = root_hyperparameters(NetworkParams.from_config(config)).to_hash()
     await ledger.write_genesis(
-        block.header.hash, block.SerializeToString(), json.dumps(config), settings.genesis_balances
+        block.header.hash, block.SerializeToString(), json.dumps(config), settings.genesis_balances, root_hp
     )
     got = await ledger.genesis()
     assert got is not None

@@ -6,13 +6,14 @@ import asyncio
 import logging
 
 import redis.asyncio as aioredis
-from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 
+from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.chain.genesis import ensure_genesis
 from services.chain.ledger import Ledger
 from services.chain.producer import BlockProducer
 from services.chain.server import BlockFollower, ChainService
 from services.chain.settings import ChainSettings
+from services.chain.subnets import NetworkParams
 from services.common.grpc_server import AgoraServer
 
 log = logging.getLogger("agora.chain")
@@ -35,6 +36,7 @@ class ChainNode:
 
     async def start(self) -> None:
         chain_id, config = await ensure_genesis(self.ledger, self.settings)
+        self.ledger.params = NetworkParams.from_config(config)
         follower = BlockFollower(self.ledger)
         service = ChainService(
             self.ledger, follower, chain_id=chain_id, config=config,

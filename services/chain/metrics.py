@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agora.chain.v1 import chain_pb2
 from prometheus_client import Counter, Gauge, Histogram
 
+from agora.chain.v1 import chain_pb2
 from services.chain.extrinsics import CheckedExtrinsic
 from services.chain.ledger import ApplyResult
 
@@ -23,6 +23,11 @@ block_extrinsics = Histogram(
     "agora_chain_block_extrinsics", "Extrinsics included per block",
     buckets=(0, 1, 10, 100, 500, 1000, 2500, 5000, 10000),
 )
+epoch_seconds = Histogram(
+    "agora_chain_epoch_duration_seconds", "Time to run one subnet's epoch (read, Yuma, pay)",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+emission = Counter("agora_chain_emission_rao", "Rao minted into each subnet's pending emission", ["netuid"])
 pool_size = Gauge("agora_chain_pool_extrinsics", "Extrinsics waiting for a block")
 total_issuance = Gauge("agora_chain_total_issuance_rao", "Total issuance in rao")
 

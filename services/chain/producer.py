@@ -2,7 +2,9 @@
 
 Each block: take the next batch from the pool into the pending block (or resume the pending block
 a crashed producer left), apply each extrinsic with its own atomic script (journaled, so never
-twice), then seal the block with one script. Every write is fenced by the lease token.
+twice), then the block-level steps: the coinbase, then the epoch of each subnet due at this block
+(each journaled in the pending block too), then seal the block with one script. Every write is
+fenced by the lease token.
 """
 
 from __future__ import annotations
@@ -16,11 +18,13 @@ import uuid
 from dataclasses import dataclass
 
 from agora.chain.v1 import chain_pb2
-
 from services.chain import metrics
 from services.chain.codec import event_bytes, header_hash, merkle_root
-from services.chain.extrinsics import CheckedExtrinsic, decode_queued
-from services.chain.ledger import ApplyResult, Ledger, NotLeader
+from services.chain.coinbase import plan_coinbase
+from services.chain.epoch import run_epoch
+from services.chain.extrinsics import CheckedExtrinsic, decode_queued, extrinsic_fee
+from services.chain.ledger import ApplyResult, Ledger, NotLeader, epoch_step
+from services.chain.subnets import ROOT_NETUID, is_epoch_block
 
 log = logging.getLogger(__name__)
 
@@ -33,12 +37,14 @@ class SealedBlock:
 
 def build_block(
     number: int, parent_hash: bytes, timestamp_ms: int,
-    extrinsics: list[CheckedExtrinsic], results: list[ApplyResult], fee: int,
+    extrinsics: list[CheckedExtrinsic], results: list[ApplyResult], fees: list[int],
+    block_events: list[list[str]] | None = None,
 ) -> SealedBlock:
-    """Pure: the block, its hashes and each extrinsic's status, from the applied results."""
+    """Pure: the block, its hashes and each extrinsic's status, from the applied results; the
+    block-level events (coinbase, epochs) follow the extrinsics' and carry no extrinsic index."""
     block = chain_pb2.Block()
     statuses: list[tuple[bytes, str]] = []
-    for xt, result in zip(extrinsics, results, strict=True):
+    for xt, result, fee in zip(extrinsics, results, fees, strict=True):
         if not result.applied:
             statuses.append((xt.hash, json.dumps({"s": "dropped", "error": result.error})))
             continue
@@ -50,6 +56,9 @@ def build_block(
         statuses.append((xt.hash, json.dumps(
             {"s": "included", "block": number, "index": index, "ok": result.ok, "error": result.error, "fee": fee}
         )))
+    for name, *pairs in block_events or []:
+        event = block.events.add(name=name)
+        event.attributes.update(dict(zip(pairs[::2], pairs[1::2], strict=True)))
     header = block.header
     header.number = number
     header.parent_hash = parent_hash
@@ -102,6 +111,11 @@ class BlockProducer:
             except (TimeoutError, ConnectionError, OSError) as exc:
                 log.warning("block producer cannot reach Redis (%s); retrying", exc)
                 await asyncio.sleep(min(1.0, self.block_time))
+            except Exception:
+                # a bug in a block step: the pending block stays journaled and is retried, so the
+                # chain stalls loudly instead of skipping a step or losing the producer task
+                log.exception("block producer %s failed to produce a block; retrying", self.token)
+                await asyncio.sleep(max(1.0, self.block_time))
 
     async def release(self) -> None:
         """Hand the lease back on a clean stop. A crash skips this and the lease simply lapses."""
@@ -113,16 +127,46 @@ class BlockProducer:
         started = time.perf_counter()
         pending = await self.ledger.begin_block(self.token, self.max_block_extrinsics, int(time.time() * 1000))
         extrinsics = [decode_queued(raw) for raw in pending.extrinsics]
+        fees = [extrinsic_fee(xt.call_name, self.fee) for xt in extrinsics]
         done = await self.ledger.pending_results()     # non-empty only when resuming a crashed block
-        todo = [(i, xt, self.fee) for i, xt in enumerate(extrinsics) if i not in done]
-        for (i, _, _), result in zip(todo, await self.ledger.apply_extrinsics(self.token, todo), strict=True):
+        todo = [(i, xt, fees[i]) for i, xt in enumerate(extrinsics) if i not in done]
+        applied = await self.ledger.apply_extrinsics(self.token, todo, pending.number)
+        for (i, _, _), result in zip(todo, applied, strict=True):
             done[i] = result
         results = [done[i] for i in range(len(extrinsics))]
+        block_events = await self.block_steps(pending.number)
         _, parent_hash = await self.ledger.head()
-        sealed = build_block(pending.number, parent_hash, pending.started_ms, extrinsics, results, self.fee)
+        sealed = build_block(pending.number, parent_hash, pending.started_ms, extrinsics, results, fees,
+                             block_events)
         await self.ledger.finalize_block(
             self.token, pending.number, sealed.block.header.hash, sealed.block.SerializeToString(),
             events_json(sealed.block), sealed.statuses,
         )
         metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started)
         return sealed.block
+
+    async def block_steps(self, number: int) -> list[list[str]]:
+        """The coinbase, then each due subnet's epoch (ascending netuid); a step the journal holds
+        (a crashed producer applied it) is skipped and its journaled events reused."""
+        done = await self.ledger.block_steps_done()
+        subnets = await self.ledger.subnet_states()
+        coinbase = done.get("coinbase")
+        if coinbase is None:
+            issuance = (await self.ledger.economy()).issuance
+            root = await self.ledger.subnet_snapshot(ROOT_NETUID, weights=True, bonds=False)
+            coinbase = await self.ledger.apply_coinbase(self.token, plan_coinbase(number, issuance, subnets, root))
+        events = list(coinbase.events)
+        for name, *pairs in events:
+            if name == "Emission":
+                attributes = dict(zip(pairs[::2], pairs[1::2], strict=True))
+                metrics.emission.labels(attributes["netuid"]).inc(int(attributes["amount"]))
+        for subnet in subnets:
+            if subnet.netuid == ROOT_NETUID or not is_epoch_block(number, subnet.netuid, subnet.hp.tempo):
+                continue
+            result = done.get(epoch_step(subnet.netuid))
+            if result is None:
+                started = time.perf_counter()
+                result = await run_epoch(self.ledger, self.token, subnet.netuid, number)
+                metrics.epoch_seconds.observe(time.perf_counter() - started)
+            events += result.events
+        return events

@@ -9,11 +9,13 @@ import time
 from collections.abc import AsyncIterator
 
 import grpc
-from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 
-from services.chain import metrics
+from agora.chain.v1 import chain_pb2, chain_pb2_grpc
+from services.chain import metrics, views
+from services.chain.emission import block_emission
 from services.chain.extrinsics import check_extrinsic
 from services.chain.ledger import Ledger
+from services.chain.subnets import MAX_NETUID
 from services.common import keys
 from services.common.error_mapping import status_code_for
 from services.common.errors import AgoraError, InvalidRequest, NotFound
@@ -82,7 +84,7 @@ class ChainService(chain_pb2_grpc.ChainServicer):
     async def SubmitExtrinsic(self, request: chain_pb2.SubmitExtrinsicRequest, context: grpc.aio.ServicerContext
                               ) -> chain_pb2.SubmitExtrinsicResponse:
         try:
-            xt = check_extrinsic(request.extrinsic, self.chain_id, self.fee)
+            xt = check_extrinsic(request.extrinsic, self.chain_id, self.fee, self.ledger.params)
             await self.ledger.submit(xt, self.pool_capacity)
         except AgoraError:
             metrics.submitted.labels("refused").inc()
@@ -112,7 +114,7 @@ class ChainService(chain_pb2_grpc.ChainServicer):
         for item in request.extrinsics:
             result = response.results.add()
             try:
-                xt = check_extrinsic(item, self.chain_id, self.fee)
+                xt = check_extrinsic(item, self.chain_id, self.fee, self.ledger.params)
                 result.hash = xt.hash
                 await self.ledger.submit(xt, self.pool_capacity)
                 metrics.submitted.labels("queued").inc()
@@ -131,6 +133,8 @@ class ChainService(chain_pb2_grpc.ChainServicer):
                            ) -> chain_pb2.ChainInfo:
         number, head_hash = await self.ledger.head()
         issuance, burned, pool = await self.ledger.totals()
+        e = await self.ledger.economy()
+        has_subnets = len(await self.ledger.netuids()) > 1  # root alone mints nothing
         metrics.pool_size.set(pool)
         metrics.total_issuance.set(issuance)
         return chain_pb2.ChainInfo(
@@ -138,6 +142,8 @@ class ChainService(chain_pb2_grpc.ChainServicer):
             block_time_ms=self.block_time_ms, total_issuance=issuance, total_burned=burned,
             transfer_fee=self.fee, pool_size=pool, network=self.config["network"],
             producer=await self.ledger.lease_holder(), ss58_format=keys.SS58_FORMAT,
+            total_stake=e.total_stake, total_locked=e.locked, pending_emission=e.pending_emission,
+            total_minted=e.minted, block_reward=block_emission(issuance) if has_subnets else 0,
         )
 
     async def GetBlock(self, request: chain_pb2.GetBlockRequest, context: grpc.aio.ServicerContext
@@ -176,3 +182,43 @@ class ChainService(chain_pb2_grpc.ChainServicer):
         if len(request.hash) != 32:
             raise InvalidRequest(f"an extrinsic hash is 32 bytes, got {len(request.hash)}")
         return status_message(request.hash, await self.ledger.extrinsic_status(request.hash))
+
+    # ---- subnets, stake, metagraph ----
+
+    async def ListSubnets(self, request: chain_pb2.ListSubnetsRequest, context: grpc.aio.ServicerContext
+                          ) -> chain_pb2.ListSubnetsResponse:
+        head, _ = await self.ledger.head()
+        states = await self.ledger.subnet_states()
+        return chain_pb2.ListSubnetsResponse(
+            subnets=[views.subnet_info(s, self.ledger.params, head) for s in states])
+
+    async def GetSubnet(self, request: chain_pb2.GetSubnetRequest, context: grpc.aio.ServicerContext
+                        ) -> chain_pb2.SubnetInfo:
+        _check_netuid(request.netuid)
+        head, _ = await self.ledger.head()
+        return views.subnet_info(await self.ledger.subnet(request.netuid), self.ledger.params, head)
+
+    async def GetMetagraph(self, request: chain_pb2.GetMetagraphRequest, context: grpc.aio.ServicerContext
+                           ) -> chain_pb2.Metagraph:
+        _check_netuid(request.netuid)
+        head, _ = await self.ledger.head()
+        snap = await self.ledger.subnet_snapshot(request.netuid, weights=request.include_weights,
+                                                 bonds=request.include_bonds, metagraph=True)
+        return views.metagraph(snap, head, include_weights=request.include_weights,
+                               include_bonds=request.include_bonds)
+
+    async def GetStake(self, request: chain_pb2.GetStakeRequest, context: grpc.aio.ServicerContext
+                       ) -> chain_pb2.StakeInfo:
+        coldkey = keys.check_address(request.coldkey, what="coldkey")
+        account = await self.ledger.account(coldkey)
+        return views.stake_info(coldkey, account.free, await self.ledger.stake_of(coldkey))
+
+    async def ListDelegates(self, request: chain_pb2.ListDelegatesRequest, context: grpc.aio.ServicerContext
+                            ) -> chain_pb2.ListDelegatesResponse:
+        return chain_pb2.ListDelegatesResponse(
+            delegates=[views.delegate_info(d) for d in await self.ledger.delegates()])
+
+
+def _check_netuid(netuid: int) -> None:
+    if netuid > MAX_NETUID:
+        raise InvalidRequest(f"netuid {netuid} is out of range: 0..{MAX_NETUID}")

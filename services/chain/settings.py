@@ -8,6 +8,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from services.chain.subnets import NetworkParams
 from services.common import keys
 from services.common.errors import InvalidRequest
 from services.common.units import RAO_PER_TAO, check_amount
@@ -31,6 +32,7 @@ class ChainSettings:
     genesis_balances: dict[str, int] = field(default_factory=dict)
     producer_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     produce: bool = True                    # False: serve reads and submissions only, never produce
+    economics: NetworkParams = field(default_factory=NetworkParams)  # lock cost, min tempo, root size: genesis
 
     @property
     def effective_lease_ms(self) -> int:
@@ -43,6 +45,7 @@ class ChainSettings:
             "transfer_fee": self.transfer_fee,
             "ss58_format": keys.SS58_FORMAT,
             "balances": dict(sorted(self.genesis_balances.items())),
+            "economics": self.economics.to_config(),
         }
 
 
@@ -61,3 +64,16 @@ def load_genesis_file(path: Path) -> dict[str, int]:
         keys.check_address(a, what="genesis address"): check_amount(int(r), what=f"genesis balance of {a}")
         for a, r in balances.items()
     }
+
+
+def load_genesis_economics(path: Path) -> NetworkParams:
+    """The optional "economics" object of a genesis file ({"balances": ..., "economics": {"min_tempo": 10,
+    "lock_cost_rao": ..., ...}}); Bittensor-like defaults for whatever it leaves out."""
+    try:
+        data = json.loads(path.read_text())
+        params = NetworkParams.from_config(data)
+    except (OSError, ValueError, TypeError) as exc:
+        raise InvalidRequest(f"genesis file {path}: economics: {exc}") from None
+    if params.min_tempo < 1 or params.max_subnets < 1 or params.root_max_validators < 1:
+        raise InvalidRequest(f"genesis file {path}: min_tempo, max_subnets and root_max_validators must be >= 1")
+    return params

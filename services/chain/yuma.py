@@ -286,6 +286,18 @@ def is_topk_nonzero(values: FloatArray, k: int) -> BoolArray:
     return result
 
 
+def compute_root_shares(weights: FloatArray, stake: FloatArray, kappa: int = 32_767) -> FloatArray:
+    """Root consensus: members (rows) weight subnets (columns); each subnet's share of the block
+    reward. The same defence as an epoch: rows normalised, C_k = stake-weighted median of column k
+    with kappa, Wc = min(W, C), shares = normalise(s @ Wc), so a stake minority cannot lift a
+    subnet above what the kappa-majority gives it. All zero when no staked member set weights.
+    (Pre-dynamic-TAO Bittensor used a sigmoid of each subnet's stake support instead.)"""
+    w = _normalize_rows(np.asarray(weights, dtype=np.float64))
+    s = _normalize(np.asarray(stake, dtype=np.float64))
+    consensus = stake_weighted_median(w, s, kappa / U16_MAX)
+    return _normalize(s @ np.minimum(w, consensus[None, :]))
+
+
 def activity_mask(last_update: NDArray[np.int64], current_block: int, cutoff_blocks: int) -> BoolArray:
     """Active unless last_update + cutoff < current_block (step 1)."""
     return ~(np.asarray(last_update) + cutoff_blocks < current_block)

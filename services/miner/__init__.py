@@ -1,0 +1,15 @@
+"""The miner: one real model serving one subnet's task under one hotkey (agora.miner.v1.Miner).
+
+    settings.py  MinerSettings
+    sources.py   model aliases, local paths, hub ids; GGUF converted once into ~/.cache/agora/models
+    model.py     load_model(), CausalLM / Encoder, degrade() (a quality ladder), warm_up()
+    toys.py      adversarial "models": echo, noise
+    tasks/       nextword (whole-word search over subword tokens), generate, translate, embed
+    auth.py      signed envelopes; Authenticator: AllowAll, SignatureAuthenticator(stake_of)
+    batcher.py   dynamic batching, stake-ordered bounded queue, deadlines
+    engine.py    runs one batch of one call on the model (compute thread)
+    server.py    the gRPC servicer (protos <-> the above), signs responses
+    metrics.py   agora_miner_* Prometheus metrics
+    client.py    MinerClient: what a validator uses to call a miner
+    main.py      Miner (wiring) and run_miner(settings)
+"""

@@ -20,3 +20,39 @@ local function require_lease(lease_key, token)
   end
   return nil
 end
+
+-- block numbers and uids are small integers (far below 2^53), so Lua numbers hold them exactly;
+-- these read and write them in the packed little-endian per-uid vectors
+local function istr(n)
+  return string.format('%d', n)
+end
+
+local function pack_u64(n)
+  return struct.pack('<I4I4', n % 4294967296, math.floor(n / 4294967296))
+end
+
+-- the u64 at position `index` (0-based) of a packed string key, 0 past its end
+local function u64_at(key, index)
+  local raw = redis.call('GETRANGE', key, index * 8, index * 8 + 7)
+  if #raw < 8 then return 0 end
+  local lo, hi = struct.unpack('<I4I4', raw)
+  return lo + hi * 4294967296
+end
+
+-- the u16 at position `index` (0-based) of a packed string value, 0 past its end
+local function u16_in(str, index)
+  if #str < index * 2 + 2 then return 0 end
+  return struct.unpack('<I2', str, index * 2 + 1)
+end
+
+-- the u64 at position `index` (0-based) of a packed string value, 0 past its end
+local function u64_in(str, index)
+  if #str < index * 8 + 8 then return 0 end
+  local lo, hi = struct.unpack('<I4I4', str, index * 8 + 1)
+  return lo + hi * 4294967296
+end
+
+-- HINCRBY by minus `amount` (a decimal string); Redis refuses the integer '-0', so zero is a no-op
+local function hdecr(key, field, amount)
+  if amount ~= '0' then redis.call('HINCRBY', key, field, '-' .. amount) end
+end

@@ -31,7 +31,7 @@ if not ge(free, fee) then return drop('CannotPayFee: balance ' .. free .. ' rao 
 
 -- from here the extrinsic is valid: its nonce is used and its fee burned even if the call fails
 redis.call('HINCRBY', KEYS[3], signer, 1)
-redis.call('HINCRBY', KEYS[4], signer, '-' .. fee)
+hdecr(KEYS[4], signer, fee)
 redis.call('DECRBY', KEYS[5], fee)
 redis.call('INCRBY', KEYS[6], fee)
 local events = {{'FeeBurned', 'who', signer, 'amount', fee}}
@@ -41,7 +41,7 @@ if not ge(left, amount) then
   return finish({applied = true, ok = false,
     error = 'InsufficientFunds: balance ' .. left .. ' rao < amount ' .. amount .. ' rao', events = events})
 end
-redis.call('HINCRBY', KEYS[4], signer, '-' .. amount)
+hdecr(KEYS[4], signer, amount)
 redis.call('HINCRBY', KEYS[4], dest, amount)
 events[#events + 1] = {'Transfer', 'from', signer, 'to', dest, 'amount', amount}
 events[#events + 1] = {'ExtrinsicSuccess'}

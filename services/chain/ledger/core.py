@@ -1,4 +1,4 @@
-"""The only module that knows Redis key names or sends writes to the chain's state.
+"""The ledger's core: scripts, genesis, the extrinsic pool, block production and account reads.
 
 Every state change is one Lua script from scripts/ (prelude prepended), registered once; the
 scripts check everything that depends on state before their first write, so a refusal or a crash
@@ -16,7 +16,11 @@ import redis.asyncio as aioredis
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
+from services.chain import errors as chain_errors
 from services.chain.extrinsics import CheckedExtrinsic
+from services.chain.ledger.calls import CALL_SCRIPTS, call_invocation
+from services.chain.ledger.keys import StateKeys
+from services.chain.subnets import ROOT_NETUID, NetworkParams
 from services.common.errors import (
     AgoraError,
     DuplicateExtrinsic,
@@ -29,27 +33,6 @@ from services.common.errors import (
 )
 
 BLOCK_STREAM_MAXLEN = 100_000
-
-
-class StateKeys:
-    def __init__(self, network: str) -> None:
-        p = f"agora:{network}"
-        self.genesis = f"{p}:genesis"
-        self.free = f"{p}:free"
-        self.nonces = f"{p}:nonce"
-        self.issuance = f"{p}:issuance"
-        self.burned = f"{p}:burned"
-        self.head = f"{p}:head"
-        self.blocks = f"{p}:blocks"
-        self.block_index = f"{p}:blockhash"
-        self.status = f"{p}:xtstatus"
-        self.stream = f"{p}:stream:blocks"
-        self.pool = f"{p}:pool"
-        self.pool_next = f"{p}:pool:next"
-        self.pending = f"{p}:pending"
-        self.pending_xts = f"{p}:pending:xts"
-        self.pending_results = f"{p}:pending:results"
-        self.lease = f"{p}:lease"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,13 +64,23 @@ class PendingBlock:
     extrinsics: list[bytes]
 
 
+BLOCK_SCRIPTS = ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease", "release_lease",
+                 "coinbase", "pay_epoch", "read_subnet")
+
+
 def _script_source(name: str) -> str:
+    """The prelude, then for a call script its shared opening, parts and closing around its own file."""
     folder = resources.files("services.chain") / "scripts"
-    return (folder / "_prelude.lua").read_text() + "\n" + (folder / f"{name}.lua").read_text()
+    parts = ["_prelude"]
+    if name in CALL_SCRIPTS:
+        parts += ["_call_begin", *CALL_SCRIPTS[name], name, "_call_end"]
+    else:
+        parts.append(name)
+    return "\n".join((folder / f"{part}.lua").read_text() for part in parts)
 
 
 # The first word of a script's error reply names the refusal; the rest is the value that caused it.
-def _submit_error(err: ResponseError, xt: CheckedExtrinsic) -> AgoraError:
+def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int) -> AgoraError:
     word, _, value = str(err).partition(" ")
     if word == "POOL_FULL":
         return Overloaded(f"the extrinsic pool is full ({value} waiting); retry after the next block")
@@ -103,7 +96,7 @@ def _submit_error(err: ResponseError, xt: CheckedExtrinsic) -> AgoraError:
         return FutureNonce(f"nonce {xt.nonce} of {xt.signer} is ahead: the next nonce is {value}")
     if word == "INSUFFICIENT_FUNDS":
         return InsufficientFunds(
-            f"{xt.signer} has {value} rao free but this extrinsic needs {xt.upfront} rao (fee included)"
+            f"{xt.signer} has {value} rao free but this extrinsic needs {upfront} rao (fee included)"
         )
     if word == "NOT_LEADER":
         return Unavailable(value)
@@ -114,26 +107,31 @@ class NotLeader(Exception):
     """This process lost the block-production lease; it must stop writing blocks."""
 
 
-class Ledger:
-    def __init__(self, redis: aioredis.Redis, network: str) -> None:
+class LedgerCore:
+    def __init__(self, redis: aioredis.Redis, network: str, params: NetworkParams | None = None) -> None:
         self.redis = redis
         self.keys = StateKeys(network)
         self.network = network
+        self.params = params or NetworkParams()
+        """The network's economic parameters; main.py sets them from the genesis in force."""
         self._scripts: dict[str, AsyncScript] = {
-            name: redis.register_script(_script_source(name))
-            for name in ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease", "release_lease")
+            name: redis.register_script(_script_source(name)) for name in (*BLOCK_SCRIPTS, *CALL_SCRIPTS)
         }
 
     # ---- genesis ----
 
     async def write_genesis(
-        self, genesis_hash: bytes, block0: bytes, settings_json: str, balances: dict[str, int]
+        self, genesis_hash: bytes, block0: bytes, settings_json: str, balances: dict[str, int],
+        root_hyperparameters: dict[str, int] | None = None,
     ) -> bytes:
         k = self.keys
-        args: list[Any] = [genesis_hash.hex(), block0, settings_json, str(sum(balances.values()))]
+        args: list[Any] = [genesis_hash.hex(), block0, settings_json, str(sum(balances.values())), len(balances)]
         for address, rao in sorted(balances.items()):
             args += [address, str(rao)]
-        keys = [k.genesis, k.free, k.issuance, k.burned, k.head, k.blocks, k.block_index]
+        for name, value in (root_hyperparameters or {}).items():
+            args += [name, value]
+        root = k.subnet(ROOT_NETUID)
+        keys = [k.genesis, k.free, k.issuance, k.burned, k.head, k.blocks, k.block_index, k.subnets, root.info, root.hp]
         in_force = await self._scripts["genesis"](keys=keys, args=args)
         return bytes.fromhex(in_force.decode())
 
@@ -145,16 +143,36 @@ class Ledger:
 
     # ---- the pool ----
 
-    async def submit(self, xt: CheckedExtrinsic, pool_capacity: int) -> int:
+    async def submit(self, xt: CheckedExtrinsic, pool_capacity: int, *, precheck: bool = True) -> int:
+        """Queue xt for the next block; return the signer's next nonce. With precheck (always, but
+        in tests of apply-time failures), the call's script first runs its checks against the
+        current state, so a call that would fail is refused now with its own error and code."""
         k = self.keys
+        upfront = xt.upfront
+        if precheck and xt.call_name in CALL_SCRIPTS:
+            upfront += await self.check_call(xt)
         try:
             nxt = await self._scripts["submit"](
                 keys=[k.pool, k.pool_next, k.nonces, k.free, k.status],
-                args=[xt.signer, str(xt.nonce), xt.hash.hex(), xt.raw, str(xt.upfront), str(pool_capacity)],
+                args=[xt.signer, str(xt.nonce), xt.hash.hex(), xt.raw, str(upfront), str(pool_capacity)],
             )
         except ResponseError as err:
-            raise _submit_error(err, xt) from None
+            raise _submit_error(err, xt, upfront) from None
         return int(nxt)
+
+    async def check_call(self, xt: CheckedExtrinsic) -> int:
+        """Run xt's call checks against current state, writing nothing; return the rao the call
+        takes from the signer's free balance beyond the fee. Raises the call's error."""
+        call_keys, call_args = call_invocation(self.keys, self.params, xt)
+        args = ["check", "", "", xt.signer, str(xt.nonce), "0", "", *call_args]
+        try:
+            needed = await self._scripts[xt.call_name](keys=[*self.keys.call_common(), *call_keys], args=args)
+        except ResponseError as err:
+            refusal = chain_errors.from_script(str(err))
+            if refusal is None:
+                raise
+            raise refusal from None
+        return int(needed)
 
     # ---- block production (lease holder only) ----
 
@@ -174,12 +192,15 @@ class Ledger:
         return PendingBlock(number=int(reply[0]), started_ms=int(reply[1]), extrinsics=list(reply[2:]))
 
     async def apply_extrinsics(
-        self, token: str, batch: list[tuple[int, CheckedExtrinsic, int]]
+        self, token: str, batch: list[tuple[int, CheckedExtrinsic, int]], block: int | None = None
     ) -> list[ApplyResult]:
-        """Apply (index, extrinsic, fee) in order, in one round trip; each is its own atomic script."""
+        """Apply (index, extrinsic, fee) in order, in one round trip; each is its own atomic script.
+        `block` is the pending block's number (read from Redis when not given)."""
+        if block is None:
+            block = int(await self.redis.hget(self.keys.pending, "number") or 0)
         async with self.redis.pipeline(transaction=False) as pipe:
             for index, xt, fee in batch:
-                name, keys, args = self._apply_call(token, index, xt, fee)
+                name, keys, args = self._apply_call(token, index, xt, fee, block)
                 await self._scripts[name](keys=keys, args=args, client=pipe)
             replies = await pipe.execute(raise_on_error=False)
         results = []
@@ -191,14 +212,18 @@ class Ledger:
             results.append(ApplyResult.from_json(reply))
         return results
 
-    def _apply_call(self, token: str, index: int, xt: CheckedExtrinsic, fee: int) -> tuple[str, list[str], list[str]]:
+    def _apply_call(
+        self, token: str, index: int, xt: CheckedExtrinsic, fee: int, block: int
+    ) -> tuple[str, list[str], list[Any]]:
         """The script, KEYS and ARGV that apply one extrinsic's call."""
         k = self.keys
         if xt.call_name == "transfer":
             t = xt.call.transfer
             return "transfer", [k.lease, k.pending_results, k.nonces, k.free, k.issuance, k.burned, k.pool_next], [
                 token, str(index), xt.signer, str(xt.nonce), str(fee), t.dest, str(t.amount)]
-        raise ValueError(f"no script applies call {xt.call_name!r}")  # check_extrinsic lets none through
+        call_keys, call_args = call_invocation(k, self.params, xt)
+        args = ["apply", token, str(index), xt.signer, str(xt.nonce), str(fee), str(block), *call_args]
+        return xt.call_name, [*k.call_common(), *call_keys], args
 
     async def finalize_block(
         self, token: str, number: int, block_hash: bytes, block: bytes, events_json: str,
@@ -248,7 +273,7 @@ class Ledger:
         return int(number), bytes.fromhex(block_hash.decode())
 
     async def totals(self) -> tuple[int, int, int]:
-        """(total issuance, total burned, pool size) in one round trip."""
+        """(total issuance, total burned, pool size) in one round trip (see also economy())."""
         k = self.keys
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(k.issuance)
@@ -269,12 +294,28 @@ class Ledger:
         return None if s is None else s.decode()
 
     async def pending_results(self) -> dict[int, ApplyResult]:
+        """Journaled results of the pending block's extrinsics, by index."""
         raw = await self.redis.hgetall(self.keys.pending_results)
-        return {int(i): ApplyResult.from_json(v) for i, v in raw.items()}
+        return {int(i): ApplyResult.from_json(v) for i, v in raw.items() if i.isdigit()}
+
+    async def block_steps_done(self) -> dict[str, ApplyResult]:
+        """Journaled block-level steps of the pending block ('coinbase', 'epoch:<netuid>')."""
+        raw = await self.redis.hgetall(self.keys.pending_results)
+        return {i.decode(): ApplyResult.from_json(v) for i, v in raw.items() if not i.isdigit()}
 
     async def wait_for_block_after(self, number: int, timeout_ms: int) -> None:
         """Block until the stream has an entry past `number`, or the timeout passes."""
         await self.redis.xread({self.keys.stream: f"{number}-1"}, count=1, block=timeout_ms)
+
+    async def state_dump(self) -> dict[str, Any]:
+        """Every key of this network with its content: tests compare two dumps to show a refused
+        request changed nothing at all. (Not DUMP: its field order follows Redis' rehashing.)"""
+        readers = {b"string": self.redis.get, b"hash": self.redis.hgetall,
+                   b"list": lambda key: self.redis.lrange(key, 0, -1), b"stream": self.redis.xrange}
+        dump: dict[str, Any] = {}
+        async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
+            dump[key.decode()] = await readers[await self.redis.type(key)](key)
+        return dump
 
     async def all_balances(self) -> dict[str, int]:
         return {a.decode(): int(v) for a, v in (await self.redis.hgetall(self.keys.free)).items()}

@@ -1,0 +1,173 @@
+"""Pure scores of one miner's answers to one round: a `score` in [0, 1] (higher is better, 0 for a
+miner that does no work) and the task's raw metric, plus the per-round normalisation into weights.
+
+Each score subtracts what doing nothing earns, so the weights a round hands out go to real work:
+  next-token   score = (exp(-mean loss) - 1e-4) / (1 - 1e-4), loss = -log max(p(true next word), 1e-4).
+               exp(-mean loss) is the geometric mean probability given to the true words (1 / word
+               perplexity). The log score is strictly proper, so reporting one's real beliefs is the
+               best strategy; the mean of p would reward piling all mass on one guess. A noise or
+               " " miner sits at the floor and scores 0; one nat less loss is e (2.72) times the score.
+  translation  score = (BLEU - BLEU of echoing the source) / (100 - that), clipped at 0: an untranslated
+               source shares names, numbers and punctuation with the reference and gets a few BLEU
+               points, which must not turn into weight. The metric stays sacreBLEU's corpus BLEU.
+  embedding    score = (accuracy - 1/pool) / (1 - 1/pool), clipped at 0: random vectors find their
+               passage by chance 1/pool of the time. A query counts only if its own passage is
+               strictly nearest, so a constant vector (every similarity tied) scores 0, not chance.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from numbers import Real
+
+import numpy as np
+import sacrebleu
+
+from services.validator.sampling import RetrievalRound, TranslationItem
+
+FLOOR_PROB = 1e-4
+FLOOR_LOSS = -math.log(FLOOR_PROB)   # 9.21 nats: a miss, a malformed answer, no answer
+BLEU_TOKENIZE = "13a"                # sacreBLEU's default (WMT's mteval-v13a): comparable with published BLEU
+
+
+@dataclass(frozen=True, slots=True)
+class RoundScore:
+    score: float    # in [0, 1]; what the round normalises into weights
+    metric: float   # mean word loss in nats | corpus BLEU 0-100 | retrieval accuracy 0-1
+    items: int      # the round's items
+
+
+# Next word ---------------------------------------------------------------------------------------
+
+def true_word_probability(candidates: object, target: str, *, max_candidates: int | None = None) -> float | None:
+    """The probability the candidates give exactly `target`, after scaling them down to sum to 1 if
+    they sum past it; None if the answer is malformed (not (str, prob) pairs, NaN, negative, too many).
+
+    Only an exact match counts, leading whitespace included: " " or " t" earn nothing when the true
+    word is " the", so answering the start of every word is worthless.
+    """
+    if isinstance(candidates, str | bytes) or not isinstance(candidates, Sequence):
+        return None
+    if max_candidates is not None and len(candidates) > max_candidates:
+        return None
+    words, probs = [], []
+    for pair in candidates:
+        if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
+            return None
+        word, prob = pair
+        if not isinstance(word, str) or isinstance(prob, bool) or not isinstance(prob, Real):
+            return None
+        prob = float(prob)
+        if not math.isfinite(prob) or prob < 0:
+            return None
+        words.append(word)
+        probs.append(prob)
+    total = math.fsum(probs)
+    scale = 1.0 / total if total > 1.0 else 1.0
+    return min(1.0, scale * math.fsum(p for w, p in zip(words, probs, strict=True) if w == target))
+
+
+def word_loss(candidates: object, target: str, *, max_candidates: int | None = None) -> float:
+    """-log max(p(true word), 1e-4) in nats; a malformed answer scores the floor."""
+    p = true_word_probability(candidates, target, max_candidates=max_candidates)
+    return FLOOR_LOSS if p is None else -math.log(max(p, FLOOR_PROB))
+
+
+def score_next_token(answers: object, targets: Sequence[str], *, max_candidates: int | None = None) -> RoundScore:
+    """Mean word loss over the round (an answer list of the wrong length scores the floor on all)."""
+    n = len(targets)
+    if n == 0:
+        return RoundScore(0.0, FLOOR_LOSS, 0)
+    if isinstance(answers, str | bytes) or not isinstance(answers, Sequence) or len(answers) != n:
+        return RoundScore(0.0, FLOOR_LOSS, n)
+    losses = [word_loss(a, t, max_candidates=max_candidates) for a, t in zip(answers, targets, strict=True)]
+    mean_loss = math.fsum(losses) / n
+    # exp(-mean) - floor, written as floor * expm1(gain) so that a round of misses is exactly 0
+    gain = FLOOR_LOSS - mean_loss
+    score = FLOOR_PROB * math.expm1(gain) / (1.0 - FLOOR_PROB) if gain > 1e-9 else 0.0
+    return RoundScore(min(1.0, score), mean_loss, n)
+
+
+# Translation -------------------------------------------------------------------------------------
+
+def corpus_bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = BLEU_TOKENIZE) -> float:
+    """sacreBLEU corpus BLEU (0-100) of hypotheses against one reference each."""
+    return float(sacrebleu.corpus_bleu(list(hypotheses), [list(references)], tokenize=tokenize).score)
+
+
+def echo_bleu(items: Sequence[TranslationItem], *, tokenize: str = BLEU_TOKENIZE) -> float:
+    """What a miner that returns the English source unchanged earns: the round's zero point."""
+    return corpus_bleu([i.source for i in items], [i.reference for i in items], tokenize=tokenize)
+
+
+def score_translation(hypotheses: object, items: Sequence[TranslationItem], *, tokenize: str = BLEU_TOKENIZE,
+                      baseline: float | None = None) -> RoundScore:
+    """Corpus BLEU against the human references; `baseline` is echo_bleu(items), computed once per
+    round by a caller that scores many miners. A non-string hypothesis counts as empty."""
+    n = len(items)
+    if n == 0 or isinstance(hypotheses, str | bytes) or not isinstance(hypotheses, Sequence) or len(hypotheses) != n:
+        return RoundScore(0.0, 0.0, n)
+    hyps = [h if isinstance(h, str) else "" for h in hypotheses]
+    bleu = corpus_bleu(hyps, [i.reference for i in items], tokenize=tokenize)
+    zero = echo_bleu(items, tokenize=tokenize) if baseline is None else baseline
+    score = max(0.0, (bleu - zero) / (100.0 - zero)) if zero < 100.0 else 0.0
+    return RoundScore(min(1.0, score), bleu, n)
+
+
+# Embedding ---------------------------------------------------------------------------------------
+
+def _vectors(value: object, rows: int, dim: int | None) -> np.ndarray | None:
+    try:
+        array = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError):
+        return None   # ragged rows or non-numbers
+    if array.ndim != 2 or array.shape[0] != rows or array.shape[1] == 0:
+        return None
+    if (dim is not None and array.shape[1] != dim) or not np.isfinite(array).all():
+        return None
+    norms = np.linalg.norm(array, axis=1, keepdims=True)
+    if (norms == 0).any():
+        return None   # a zero vector has no direction to compare
+    return array / norms
+
+
+def retrieval_hits(round_: RetrievalRound, query_vectors: object, passage_vectors: object, *,
+                   dim: int | None = None) -> np.ndarray | None:
+    """Per query: is its own passage strictly the most similar (cosine)? None if the vectors are
+    malformed: not finite, a zero vector, or not one `dim`-long vector per text."""
+    q = _vectors(query_vectors, len(round_.queries), dim)
+    p = _vectors(passage_vectors, len(round_.passages), dim)
+    if q is None or p is None or q.shape[1] != p.shape[1]:
+        return None
+    similarity = q @ p.T
+    gold = np.asarray(round_.gold)
+    own = similarity[np.arange(len(gold)), gold]
+    similarity[np.arange(len(gold)), gold] = -np.inf
+    return own > similarity.max(axis=1)   # strict: a tie is a miss
+
+
+def score_retrieval(round_: RetrievalRound, query_vectors: object, passage_vectors: object, *,
+                    dim: int | None = None) -> RoundScore:
+    """Retrieval accuracy, and the score above chance (1 / pool size)."""
+    n = len(round_.queries)
+    hits = retrieval_hits(round_, query_vectors, passage_vectors, dim=dim)
+    if hits is None or n == 0:
+        return RoundScore(0.0, 0.0, n)
+    accuracy = float(hits.mean())
+    chance = 1.0 / len(round_.passages)
+    return RoundScore(max(0.0, (accuracy - chance) / (1.0 - chance)) if chance < 1 else 0.0, accuracy, n)
+
+
+# Round -> weights --------------------------------------------------------------------------------
+
+def normalize_scores(scores: Mapping[int, float]) -> dict[int, float]:
+    """uid -> share of the round: scores over their sum (NaN and negatives count as 0); a round in
+    which nobody scored stays all zero rather than spreading weight evenly over failures."""
+    clean = {uid: float(s) if isinstance(s, Real) and math.isfinite(s) and s > 0 else 0.0
+             for uid, s in scores.items()}
+    total = math.fsum(clean.values())
+    if total <= 0.0:
+        return dict.fromkeys(clean, 0.0)
+    return {uid: s / total for uid, s in clean.items()}
