@@ -32,12 +32,13 @@ class ChainNode:
             name="chain", host=settings.host, port=settings.port, metrics_port=settings.metrics_port
         )
         self.producer: BlockProducer | None = None
+        self.follower: BlockFollower | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         chain_id, config = await ensure_genesis(self.ledger, self.settings)
         self.ledger.params = NetworkParams.from_config(config)
-        follower = BlockFollower(self.ledger)
+        self.follower = follower = BlockFollower(self.ledger)
         service = ChainService(
             self.ledger, follower, chain_id=chain_id, config=config,
             block_time_ms=self.settings.block_time_ms, pool_capacity=self.settings.pool_capacity,
@@ -60,9 +61,14 @@ class ChainNode:
                  self.server.metrics_port)
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for worker in (self.producer, self.follower):
+            if worker is not None:
+                worker.stopping = True
+        pending = set(self._tasks)
+        while pending:  # cancel until done: a cancellation can be swallowed inside a Redis command
+            for task in pending:
+                task.cancel()
+            _, pending = await asyncio.wait(pending, timeout=1.0)
         if self.producer is not None:
             await self.producer.release()
         await self.server.stop()

@@ -87,11 +87,14 @@ class BlockProducer:
         self.max_block_extrinsics = max_block_extrinsics
         self.fee = transfer_fee
         self.is_leader = False
+        self.stopping = False
 
     async def run(self) -> None:
         """Produce blocks while holding the lease; stand by while another process holds it."""
         next_due = time.monotonic()
-        while True:
+        # a flag as well as cancellation: redis-py can turn a CancelledError that lands inside a
+        # command into a ConnectionError, which the retry below would otherwise swallow
+        while not self.stopping:
             try:
                 leader = await self.ledger.hold_lease(self.token, self.lease_ms)
                 if leader != self.is_leader:

@@ -31,10 +31,11 @@ class BlockFollower:
         self.ledger = ledger
         self.head = -1
         self._changed = asyncio.Condition()
+        self.stopping = False
 
     async def run(self) -> None:
         self.head, _ = await self.ledger.head()
-        while True:
+        while not self.stopping:  # see BlockProducer.run for why a flag as well as cancellation
             try:
                 await self.ledger.wait_for_block_after(self.head, timeout_ms=1000)
                 head, _ = await self.ledger.head()
