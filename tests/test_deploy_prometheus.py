@@ -215,12 +215,29 @@ async def start_chain(redis_server: RedisServer) -> AsyncIterator[int]:
         await node.stop()
 
 
+@contextlib.asynccontextmanager
+async def start_miner(redis_server: RedisServer) -> AsyncIterator[int]:
+    """An offline miner serving the echo toy: its metrics are the same as a real model's."""
+    from services.common.keys import dev_keypair
+    from services.miner.main import Miner
+    from services.miner.settings import MinerSettings
+
+    miner = Miner(MinerSettings(model="echo", port=0, metrics_port=0, warm_up=False),
+                  hotkey=dev_keypair("MinerForPrometheus"))
+    await miner.start()
+    try:
+        await miner.ready()
+        yield miner.server.metrics_port
+    finally:
+        await miner.stop()
+
+
 # Job -> (an async context manager that runs the service on 127.0.0.1 and yields its metrics port,
 # a metric it always exports). Add the miner's and validator's starters when they exist.
 Starter = Callable[[RedisServer], contextlib.AbstractAsyncContextManager[int]]
 SCRAPE_TARGETS: dict[str, tuple[Starter | None, str]] = {
     "agora-chain": (start_chain, "agora_chain_block_height"),
-    "agora-miner": (None, "agora_miner_model_loaded"),
+    "agora-miner": (start_miner, "agora_miner_model_loaded"),
     "agora-validator": (None, "agora_validator_last_weights_timestamp_seconds"),
 }
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import sys
@@ -79,7 +80,11 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--dev", action="store_true", default=_env_flag("AGORA_DEV"),
                    help="fund the dev accounts (Alice, Bob, ...) at genesis (env AGORA_DEV=1)")
     p.add_argument("--genesis", type=Path, default=env("AGORA_GENESIS"), metavar="FILE",
-                   help='JSON {"balances": {"<ss58>": <rao>}} for a new chain (env AGORA_GENESIS)')
+                   help='JSON {"balances": {"<ss58>": <rao>}, "economics": {"min_tempo": 10, ...}} '
+                        "for a new chain (env AGORA_GENESIS)")
+    p.add_argument("--min-tempo", type=_positive_int, default=env("AGORA_MIN_TEMPO"), metavar="N",
+                   help="lowest tempo a subnet owner may set, for a new chain (default 360; a dev network "
+                        "might use 10 to run epochs every few seconds; env AGORA_MIN_TEMPO)")
     p.add_argument("--no-produce", action="store_true", default=_env_flag("AGORA_NO_PRODUCE"),
                    help="serve reads and submissions but never produce blocks (env AGORA_NO_PRODUCE=1); "
                         "a normal second replica needs no flag: it waits for the production lease")
@@ -269,21 +274,26 @@ def mask_url(url: str) -> str:
 
 
 def start(args: argparse.Namespace) -> int:
-    from services.chain.settings import ChainSettings, dev_balances, load_genesis_file
+    from services.chain.settings import ChainSettings, dev_balances, load_genesis_economics, load_genesis_file
+    from services.chain.subnets import NetworkParams
 
     balances = dev_balances() if args.dev else {}
+    economics = NetworkParams()
     if args.genesis is not None:
         balances |= load_genesis_file(args.genesis)
+        economics = load_genesis_economics(args.genesis)
+    if args.min_tempo is not None:  # the flag wins over the file
+        economics = dataclasses.replace(economics, min_tempo=int(args.min_tempo))
     settings = ChainSettings(
         redis_url=args.redis_url, network=args.network, host=args.host, port=args.port,
         metrics_port=args.metrics_port, block_time_ms=args.block_time_ms, genesis_balances=balances,
-        produce=not args.no_produce,
+        produce=not args.no_produce, economics=economics,
     )
     logging.basicConfig(level=os.environ.get("AGORA_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     log = logging.getLogger("agora.cli")
-    log.info("network %s, redis %s, block time %d ms, %s", settings.network, mask_url(settings.redis_url),
-             settings.block_time_ms,
+    log.info("network %s, redis %s, block time %d ms, min tempo %d (for a new chain), %s", settings.network,
+             mask_url(settings.redis_url), settings.block_time_ms, settings.economics.min_tempo,
              "producing when it holds the lease" if settings.produce else "never producing")
     if not balances:
         log.warning("no genesis balances (pass --dev or --genesis): a new chain starts with no funds")

@@ -11,7 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
-from services.cli import chain_cmds, output, wallet_cmds
+from services.cli import chain_cmds, miner_cmds, output, stake_cmds, subnet_cmds, wallet_cmds, weights_cmds
 from services.cli.output import CommandFailed
 from services.common.errors import AgoraError
 
@@ -31,14 +31,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(
         prog="agora", allow_abbrev=False,
-        description="Agora: wallets, transfers and the chain. Run `agora COMMAND --help` for details.",
+        description="Agora: wallets, the chain, subnets, stake and weights. Run `agora COMMAND --help` for details.",
     )
     parser.add_argument("--chain", default=default_chain, metavar="HOST:PORT",
                         help=f"chain gRPC address (env {CHAIN_ENV}, default {DEFAULT_CHAIN})")
     parser.add_argument("--json", action="store_true", help="machine-readable output on stdout")
-    groups = parser.add_subparsers(dest="group", required=True, metavar="{wallet,chain}")
+    groups = parser.add_subparsers(dest="group", required=True,
+                                   metavar="{wallet,chain,subnets,stake,delegate,weights,root,miner}")
     wallet_cmds.register(groups, common)
     chain_cmds.register(groups, common)
+    subnet_cmds.register(groups, common)
+    stake_cmds.register(groups, common)
+    weights_cmds.register(groups, common)
+    miner_cmds.register(groups, common)
     return parser
 
 

@@ -1,5 +1,6 @@
 """`make run`: Redis (append-only, data kept under .run/), a chain, dev wallets and a stream of
-transfers, shown live until Ctrl-C, or for RUN_SECONDS seconds and then a summary."""
+transfers, and a subnet whose validators weight its miners every tempo (subnet_demo.py), shown live
+until Ctrl-C, or for RUN_SECONDS seconds and then a summary."""
 
 from __future__ import annotations
 
@@ -22,10 +23,13 @@ from services.chain.client import ChainClient
 from services.common import keys
 from services.common.redis_server import RedisServer, free_port
 from services.common.units import RAO_PER_TAO, format_tao
+from services.devnet import subnet_demo
 from services.devnet.processes import Supervisor
 
 RUN_DIR = Path(os.environ.get("AGORA_RUN_DIR", ".run"))
 BLOCK_TIME_MS = 250
+# Not "devnet": chains made before subnets had a genesis with min tempo 360, and genesis is kept forever
+NETWORK = "localnet"
 
 
 def port_or_free(wanted: int) -> int:
@@ -118,7 +122,8 @@ async def send_transfers(client: ChainClient, wallets: list[Keypair], stats: Sta
         await asyncio.sleep(rng.uniform(0.05, 0.4))
 
 
-async def show_blocks(client: ChainClient, wallets: list[Keypair], stats: Stats) -> None:
+async def show_blocks(client: ChainClient, wallets: list[Keypair], stats: Stats,
+                      demo: subnet_demo.Demo | None = None) -> None:
     names = dict(zip((k.ss58_address for k in wallets), DEMO_WALLETS, strict=True))
     async for block in client.blocks():
         stats.head = block.header.number
@@ -130,7 +135,11 @@ async def show_blocks(client: ChainClient, wallets: list[Keypair], stats: Stats)
             a = e.attributes
             line += (f" | {names.get(a['from'], a['from'][:8])} -> {names.get(a['to'], a['to'][:8])}"
                      f" {format_tao(int(a['amount']))}")
+        if demo is not None:
+            line += subnet_demo.block_note(demo, block)
         say(line)
+        if demo is not None:
+            await subnet_demo.on_block(client, demo, block, say)
         if block.header.number % 20 == 0:
             await show_balances(client, wallets)
 
@@ -150,7 +159,8 @@ async def network(sup: Supervisor, run_seconds: float | None) -> int:
     redis.start()
     say(f"  redis      127.0.0.1:{redis.port} (append-only file in {RUN_DIR}/redis)")
     try:
-        sup.agora("chain", "chain", "start", "--dev", "--redis-url", redis.url, "--network", "devnet",
+        sup.agora("chain", "chain", "start", "--dev", "--redis-url", redis.url, "--network", NETWORK,
+                  "--min-tempo", str(subnet_demo.MIN_TEMPO),
                   "--port", str(CHAIN_PORT), "--metrics-port", str(METRICS_PORT),
                   "--block-time-ms", str(BLOCK_TIME_MS))
         async with ChainClient(f"127.0.0.1:{CHAIN_PORT}") as client:
@@ -160,12 +170,16 @@ async def network(sup: Supervisor, run_seconds: float | None) -> int:
                 f" genesis {info.genesis_hash.hex()[:16]}..., head #{info.head_number}")
             wallets = ensure_wallets(RUN_DIR / "wallets")
             await fund(client, wallets)
+            demo = await subnet_demo.setup(client, say)
             say("  try:       .venv/bin/agora chain info   |   .venv/bin/agora wallet balance --all "
                 f"--wallet.path {RUN_DIR}/wallets")
+            say(f"             .venv/bin/agora subnets metagraph --netuid {demo.netuid}   |   .venv/bin/agora "
+                "subnets list")
             say("  Ctrl-C stops everything; RUN_SECONDS=N stops by itself.\n")
             stats = Stats()
             tasks = [asyncio.create_task(send_transfers(client, wallets, stats)),
-                     asyncio.create_task(show_blocks(client, wallets, stats))]
+                     asyncio.create_task(show_blocks(client, wallets, stats, demo)),
+                     asyncio.create_task(subnet_demo.set_weights_every_tempo(client, demo, say))]
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGINT, signal.SIGTERM):
@@ -186,6 +200,7 @@ async def network(sup: Supervisor, run_seconds: float | None) -> int:
                     t.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
             await summary(client, wallets, stats)
+            await subnet_demo.summary(client, demo, say)
     finally:
         sup.stop_all()
         redis.stop()

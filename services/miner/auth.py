@@ -4,15 +4,16 @@ The miner asks an `Authenticator` about every request before any model work. Two
 `AllowAll` (development, tests) and `SignatureAuthenticator`, which checks in order of cost:
 
   1. the envelope is there and addressed to this miner           -> UNAUTHENTICATED
-  2. the timestamp is fresh (within max_age_ms, max_future_ms)   -> UNAUTHENTICATED
-  3. body_hash is the hash of this request's body                 -> UNAUTHENTICATED
-  4. stake_of(caller) is not None (a permitted validator)         -> PERMISSION_DENIED
+  2. stake_of(caller) is not None (a permitted validator)         -> PERMISSION_DENIED
+  3. the timestamp is fresh (within max_age_ms, max_future_ms)   -> UNAUTHENTICATED
+  4. body_hash is the hash of this request's body                 -> UNAUTHENTICATED
   5. the sr25519 signature verifies                               -> UNAUTHENTICATED
   6. the nonce was not seen from this caller in the time window   -> UNAUTHENTICATED
 
-Step 4 comes before the signature so that unknown callers are refused with a set lookup (it
-reveals only what the metagraph publishes anyway); step 6 after it, so that forged requests
-cannot fill the nonce memory. `stake_of` is where the chain's metagraph plugs in.
+Step 2 comes before everything that costs something (hashing the body, the signature) so that
+unknown callers are refused with a dict lookup (it reveals only what the metagraph publishes
+anyway); step 6 after the signature, so that forged requests cannot fill the nonce memory.
+`stake_of` is where the chain's metagraph plugs in (services.miner.metagraph.MetagraphCache).
 
 The byte layouts signed here are documented in protos/agora/miner/v1/miner.proto.
 """
@@ -152,9 +153,17 @@ class CallerInfo:
     stake: int      # rao; orders the miner's queue (more stake first)
 
 
+BodyHash = bytes | Callable[[], bytes]
+
+
+def _digest(body_hash: BodyHash) -> bytes:
+    return body_hash() if callable(body_hash) else body_hash
+
+
 class Authenticator(Protocol):
-    async def check(self, method: str, auth: Any, body_hash: bytes) -> CallerInfo:
-        """Return who is calling, or raise Unauthenticated / PermissionDenied."""
+    async def check(self, method: str, auth: Any, body_hash: BodyHash) -> CallerInfo:
+        """Return who is calling, or raise Unauthenticated / PermissionDenied. `body_hash` is the
+        request body's hash, or a function computing it (called only once the caller is known)."""
         ...
 
 
@@ -174,7 +183,7 @@ class AllowAll:
     def __init__(self, stake_of: StakeOf | None = None) -> None:
         self.stake_of = stake_of
 
-    async def check(self, method: str, auth: Any, body_hash: bytes) -> CallerInfo:
+    async def check(self, method: str, auth: Any, body_hash: BodyHash) -> CallerInfo:
         hotkey = auth.caller_hotkey if auth is not None else ""
         stake = await _stake(self.stake_of, hotkey) if hotkey and self.stake_of else 0
         return CallerInfo(hotkey, stake or 0)
@@ -230,11 +239,14 @@ class SignatureAuthenticator:
         self.clock = clock
         self.nonces = nonces or NonceMemory()
 
-    async def check(self, method: str, auth: Any, body_hash: bytes) -> CallerInfo:
+    async def check(self, method: str, auth: Any, body_hash: BodyHash) -> CallerInfo:
         if auth is None or not auth.caller_hotkey or not auth.signature:
             raise MissingAuth(f"{method}: the request carries no signed auth envelope")
         if auth.miner_hotkey != self.miner_hotkey:
             raise WrongMiner(f"request is addressed to miner {auth.miner_hotkey!r}, this is {self.miner_hotkey}")
+        stake = await _stake(self.stake_of, auth.caller_hotkey)
+        if stake is None:
+            raise NotPermitted(f"{auth.caller_hotkey} is not a permitted validator of this subnet")
         now_ms = int(self.clock() * 1000)
         age = now_ms - auth.timestamp_ms
         if age > self.max_age_ms or -age > self.max_future_ms:
@@ -242,11 +254,8 @@ class SignatureAuthenticator:
                 f"timestamp_ms {auth.timestamp_ms} is {age / 1000:+.1f}s from the miner's clock; "
                 f"allowed: {self.max_age_ms / 1000:g}s old to {self.max_future_ms / 1000:g}s ahead"
             )
-        if auth.body_hash != body_hash:
+        if auth.body_hash != _digest(body_hash):
             raise BodyHashMismatch("body_hash is not the SHA-256 of this request's body: the signature covers another")
-        stake = await _stake(self.stake_of, auth.caller_hotkey)
-        if stake is None:
-            raise NotPermitted(f"{auth.caller_hotkey} is not a permitted validator of this subnet")
         if len(auth.signature) != keys.SIGNATURE_BYTES or not keys.verify(
             auth.caller_hotkey, request_payload(method, auth), auth.signature
         ):

@@ -1,9 +1,15 @@
-"""Wiring of a miner process: hotkey, authenticator, model, batcher and the gRPC server.
+"""Wiring of a miner process: hotkey, authenticator, model, batcher, the gRPC server and the chain.
 
-    await run_miner(MinerSettings(netuid=1, wallet_name="miner", model="smollm2-135m"))
+    await run_miner(MinerSettings(netuid=1, wallet_name="miner", model="smollm2-135m", chain="host:50051"))
+
+With a chain, `Miner.connect` reads the subnet's task, refuses to go on if the hotkey is not
+registered on the subnet (naming the command that registers it), and wires the metagraph cache in
+as the permission check; `start()` then publishes the endpoint with serve_axon and follows blocks.
+Without one (offline), every correctly signed caller is served.
 
 The server answers health and Info at once; the model loads and warms up on the compute thread
-meanwhile, and only then is agora.miner.v1.Miner SERVING (calls before that get UNAVAILABLE).
+meanwhile, and only then is agora.miner.v1.Miner SERVING (calls before that get UNAVAILABLE). It
+is NOT_SERVING again while the hotkey is deregistered.
 """
 
 from __future__ import annotations
@@ -13,9 +19,12 @@ import logging
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 
 from bittensor_wallet import Keypair
 
+from agora.chain.v1 import chain_pb2
+from services.chain.client import ChainClient
 from services.common import keys
 from services.common.errors import InvalidRequest
 from services.common.grpc_server import AgoraServer
@@ -25,6 +34,7 @@ from services.miner.engine import Engine
 from services.miner.model import LoadOptions, Model, load_model, set_threads
 from services.miner.server import SERVICE, SERVICE_DESCRIPTOR, Limits, MinerService, add_to_server
 from services.miner.settings import AUTH_MODES, MinerSettings
+from services.miner.subnet import SubnetLink, register_command
 from services.miner.tasks import TASK_METHODS, check_model_kind, check_task
 
 __all__ = ["Miner", "MinerSettings", "run_miner"]
@@ -34,7 +44,8 @@ log = logging.getLogger("agora.miner")
 
 class Miner:
     """One miner process. `hotkey`, `authenticator`, `stake_of` and `loader` replace what the
-    settings would build (tests pass a model loaded once, or a loader that blocks)."""
+    settings would build (tests pass a model loaded once, or a loader that blocks). With a chain,
+    build it with `await Miner.connect(settings)` instead."""
 
     def __init__(
         self,
@@ -44,6 +55,7 @@ class Miner:
         authenticator: auth.Authenticator | None = None,
         stake_of: auth.StakeOf | None = None,
         loader: Callable[[], Model] | None = None,
+        link: SubnetLink | None = None,
     ) -> None:
         check_task(settings.task)
         if settings.auth not in AUTH_MODES:
@@ -75,6 +87,34 @@ class Miner:
         self.server.add_service(add_to_server, self.service, SERVICE_DESCRIPTOR)
         self.load_seconds: float | None = None
         self._loading: asyncio.Task[None] | None = None
+        self.link = link
+        self._registered = True
+        self._serving = False
+
+    @classmethod
+    async def connect(
+        cls,
+        settings: MinerSettings,
+        *,
+        hotkey: Keypair | None = None,
+        loader: Callable[[], Model] | None = None,
+        client: ChainClient | None = None,
+    ) -> Miner:
+        """A miner of subnet `settings.netuid` on `settings.chain` (or `client`): serves the subnet's
+        task (settings.task is replaced), permits its validators (the metagraph cache). Raises
+        NotRegistered, with the command to run, if the hotkey holds no uid on the subnet."""
+        hotkey = hotkey or keys.hotkey_keypair(
+            keys.wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
+        )
+        link = await SubnetLink.connect(settings, hotkey, client=client)
+        try:
+            if link.task != settings.task:
+                log.info("subnet %d serves %s", settings.netuid, link.task)
+            settings = replace(settings, task=link.task)
+            return cls(settings, hotkey=hotkey, stake_of=link.metagraph.stake_of, loader=loader, link=link)
+        except BaseException:
+            await link.close()
+            raise
 
     def _authenticator(self, stake_of: auth.StakeOf | None) -> auth.Authenticator:
         if self.settings.auth == "allow-all":
@@ -110,6 +150,32 @@ class Miner:
         self._loading = asyncio.get_running_loop().create_task(self._load(), name="miner-load")
         log.info("miner %s (netuid %d, task %s) on %s:%d, loading %s", self.hotkey.ss58_address,
                  self.settings.netuid, self.settings.task, self.settings.host, self.port, self.settings.model_spec)
+        if self.link is not None:
+            await self.link.publish(self.port, self.server.version)
+            self.link.metagraph.on_refresh = self._on_metagraph
+            self.link.metagraph.start()
+
+    async def _on_metagraph(self, metagraph: chain_pb2.Metagraph) -> None:
+        assert self.link is not None
+        registered = self.link.uid is not None
+        if registered != self._registered:
+            self._registered = registered
+            if registered:
+                log.info("hotkey %s is registered on subnet %d again (uid %d)", self.hotkey.ss58_address,
+                         self.settings.netuid, self.link.uid)
+            else:
+                log.error("hotkey %s lost its uid on subnet %d (deregistered): NOT_SERVING until it is "
+                          "registered again: %s", self.hotkey.ss58_address, self.settings.netuid,
+                          register_command(self.settings))
+            await self._update_serving()
+        if registered:
+            self.link.keep_published()
+
+    async def _update_serving(self) -> None:
+        serving = self.engine.ready and self._registered
+        if serving != self._serving:
+            self._serving = serving
+            await self.server.set_serving(SERVICE, serving)
 
     async def _load(self) -> None:
         loop = asyncio.get_running_loop()
@@ -126,7 +192,7 @@ class Miner:
         labels = (self.settings.task, self.engine.model_name)
         metrics.model_load_seconds.labels(*labels).set(self.load_seconds)
         metrics.model_loaded.labels(*labels).set(1)
-        await self.server.set_serving(SERVICE, True)
+        await self._update_serving()
         log.info("model %s ready after %.1fs", self.engine.model_name, self.load_seconds)
 
     async def ready(self) -> None:
@@ -149,6 +215,8 @@ class Miner:
     async def stop(self) -> None:
         if self._loading is not None and not self._loading.done():
             self._loading.cancel()   # the load itself runs on in its thread until it returns
+        if self.link is not None:
+            await self.link.close()
         await self.server.stop()
         await self.batcher.stop()
         if self.engine.model is not None:
@@ -157,10 +225,15 @@ class Miner:
 
 
 async def run_miner(settings: MinerSettings, *, stake_of: auth.StakeOf | None = None) -> None:
-    """Run until SIGTERM/SIGINT. `stake_of(hotkey) -> rao | None` is the permitted-validator check
-    (the chain's metagraph); a failed model load stops the miner with its error."""
-    miner = Miner(settings, stake_of=stake_of)
-    await miner.start()
+    """Run until SIGTERM/SIGINT. With settings.chain, the subnet's metagraph decides who may call;
+    offline, `stake_of(hotkey) -> rao | None` does (None: every signed caller). A failed model load
+    stops the miner with its error."""
+    miner = await Miner.connect(settings) if settings.chain else Miner(settings, stake_of=stake_of)
+    try:
+        await miner.start()
+    except BaseException:
+        await miner.stop()
+        raise
     try:
         await miner.serve_until_signalled()
     finally:

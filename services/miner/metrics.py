@@ -42,3 +42,11 @@ model_load_seconds = Gauge(
 )
 shed = Counter("agora_miner_shed_requests", "Requests refused or dropped by the queue", ["task", "reason"])
 auth_failures = Counter("agora_auth_failures", "Requests refused by authentication", ["reason"])
+metagraph_refreshes = Counter(
+    "agora_miner_metagraph_refreshes", "Reads of the subnet's metagraph, by result (ok, error)", ["result"]
+)
+metagraph_block = Gauge("agora_miner_metagraph_block", "Chain head when the metagraph in use was read")
+permitted_validators = Gauge(
+    "agora_miner_permitted_validators", "Hotkeys the metagraph in use permits to call this miner"
+)
+axon_served = Counter("agora_miner_axon_served", "serve_axon submissions, by result (ok, error)", ["result"])

@@ -15,6 +15,7 @@ from typing import Protocol
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from services.common.errors import FailedPrecondition, InvalidRequest
 from services.miner import toys
@@ -140,17 +141,25 @@ def _load(source: ModelSource, options: LoadOptions) -> Model:
     from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
     dtype = DTYPES[options.dtype]
-    tokenizer = AutoTokenizer.from_pretrained(source.path)
-    if source.kind == "encoder":
-        net = AutoModel.from_pretrained(source.path, dtype=dtype)
-    else:
-        net = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
-    net.eval()
-    net.requires_grad_(False)
-    name = source.name
-    if options.degrade > 0:
-        degrade(net, options.degrade, options.seed)
-        name = f"{name}+noise{options.degrade:g}"
+    # On stderr, like the conversion's bars: a big model takes a while and the operator should see why.
+    with tqdm(total=3 if options.degrade > 0 else 2, desc=f"load {source.name}", unit="step") as bar:
+        bar.set_postfix_str("tokenizer")
+        tokenizer = AutoTokenizer.from_pretrained(source.path)
+        bar.update()
+        bar.set_postfix_str("weights")
+        if source.kind == "encoder":
+            net = AutoModel.from_pretrained(source.path, dtype=dtype)
+        else:
+            net = AutoModelForCausalLM.from_pretrained(source.path, dtype=dtype)
+        net.eval()
+        net.requires_grad_(False)
+        bar.update()
+        name = source.name
+        if options.degrade > 0:
+            bar.set_postfix_str(f"degrade {options.degrade:g}")
+            degrade(net, options.degrade, options.seed)
+            name = f"{name}+noise{options.degrade:g}"
+            bar.update()
     if source.kind == "encoder":
         return Encoder(name, net, tokenizer)
     return CausalLM(name, net, tokenizer)

@@ -85,7 +85,7 @@ class MinerService:
         try:
             envelope = request.auth if request.HasField("auth") else None
             try:
-                caller = await self.authenticator.check(path, envelope, auth.body_hash(request))
+                caller = await self.authenticator.check(path, envelope, lambda: auth.body_hash(request))
             except AgoraError as exc:
                 metrics.auth_failures.labels(getattr(exc, "reason", type(exc).__name__)).inc()
                 raise

@@ -12,7 +12,8 @@ AUTH_MODES = ("signature", "allow-all")
 @dataclass(frozen=True, slots=True)
 class MinerSettings:
     netuid: int = 1
-    task: str = "next-token"                # next-token | translation | embedding (the subnet's task)
+    task: str = "next-token"                # next-token | translation | embedding; with a chain, the subnet's
+    chain: str | None = None                # chain HOST:PORT; None: offline (no registration, no metagraph)
     wallet_name: str = "default"
     wallet_hotkey: str = "default"
     wallet_path: str | None = None          # None: ~/.bittensor/wallets, as btcli
@@ -24,6 +25,9 @@ class MinerSettings:
     seed: int = 0                           # seeds `degrade` and the noise toy
     host: str = "127.0.0.1"
     port: int = 50061
+    axon_host: str | None = None            # published with serve_axon instead of host (AGORA_AXON_HOST)
+    axon_port: int | None = None            # ... instead of the listening port (AGORA_AXON_PORT)
+    metagraph_refresh_blocks: int = 10      # read the metagraph at least every this many blocks
     metrics_port: int | None = 9101         # None: no /metrics endpoint
     max_batch: int = 8                      # rows (prefixes, prompts, sentences, texts) per model call
     max_wait_ms: float = 10.0               # how long a batch waits to fill once a request is queued

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from services.common.cache import cache_dir
 from services.common.errors import InvalidRequest, NotFound
 
 log = logging.getLogger(__name__)
@@ -52,15 +53,8 @@ class _Alias:
     package: str                 # what to pip install when it is missing
 
 
-def cache_dir() -> Path:
-    """$AGORA_CACHE_DIR, else $XDG_CACHE_HOME/agora, else ~/.cache/agora."""
-    if os.environ.get("AGORA_CACHE_DIR"):
-        return Path(os.environ["AGORA_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "agora"
-
-
 def models_dir() -> Path:
-    return cache_dir() / "models"
+    return cache_dir("models")
 
 
 def _package_dir(package: str) -> Path:
