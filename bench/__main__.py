@@ -23,14 +23,10 @@ def _chain() -> dict[str, float]:
 
 
 def _yuma() -> dict[str, float]:
-    from bench import yuma_bench
+    from bench import yuma_bench, yuma_state_bench
+    from services.common.redis_server import temporary_redis
 
     out = yuma_bench.run()
-    try:
-        from bench import yuma_state_bench
-    except ImportError:
-        return out
-    from services.common.redis_server import temporary_redis
 
     redis = temporary_redis().start()
     try:
@@ -40,7 +36,21 @@ def _yuma() -> dict[str, float]:
     return out
 
 
-GROUPS: dict[str, Callable[[], dict[str, float]]] = {"chain": _chain, "yuma": _yuma}
+def _miner() -> dict[str, float]:
+    from bench import miner_bench
+
+    return asyncio.run(miner_bench.run())
+
+
+def _validator() -> dict[str, float]:
+    from bench import validator_bench
+
+    return asyncio.run(validator_bench.run())
+
+
+GROUPS: dict[str, Callable[[], dict[str, float]]] = {
+    "chain": _chain, "yuma": _yuma, "miner": _miner, "validator": _validator,
+}
 
 
 def main() -> int:
