@@ -126,15 +126,13 @@ def next_words(
     prefixes = [p.rstrip() or p for p in prefixes]
     ids = _prefix_ids(tokenizer, prefixes)
     n, length = len(ids), max(len(x) for x in ids)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    input_ids = torch.full((n, length), pad, dtype=torch.long)
     mask = torch.zeros((n, length), dtype=torch.long)
     for i, x in enumerate(ids):   # left padding: every row's next token goes at the same position
-        input_ids[i, length - len(x):] = torch.tensor(x)
         mask[i, length - len(x):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
-    cache, logp = out.cache, out.logits[:, -1].float().log_softmax(-1)
+    prefill = _packed_prefill(model, ids, mask) if n > 1 and _can_pack(model) else None
+    if prefill is None:
+        prefill = _padded_prefill(model, tokenizer, ids, mask)
+    cache, logp = prefill
     found: list[dict[str, float]] = [{} for _ in range(n)]
 
     # Step 0: the first token must start a new word (whitespace first); any other token would continue
@@ -182,6 +180,67 @@ def next_words(
             ranked = [(w, p / total) for w, p in ranked]
         results.append(ranked)
     return results
+
+
+def _padded_prefill(model, tokenizer, ids: list[list[int]], mask: torch.Tensor):
+    """Step 0 on a left-padded batch: (cache with one row per prefix, next-token log-probs)."""
+    n, length = mask.shape
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    input_ids = torch.full((n, length), pad, dtype=torch.long)
+    for i, x in enumerate(ids):
+        input_ids[i, length - len(x):] = torch.tensor(x)
+    positions = (mask.cumsum(-1) - 1).clamp(min=0)
+    out = model(input_ids=input_ids, attention_mask=mask, position_ids=positions, use_cache=True, logits_to_keep=1)
+    # .contiguous(): the last position of a padded batch is a strided view, and the lm_head on a
+    # strided 3-D input falls back to a batched matmul that copies the weight once per row.
+    return out.cache, out.logits[:, -1].contiguous().float().log_softmax(-1)
+
+
+def _can_pack(model) -> bool:
+    """Packing several prefixes into one row needs a custom 4-D mask (SDPA reads it as given) and
+    plain full-attention caches (a sliding window would be bypassed by that mask)."""
+    config = getattr(model, "config", None)
+    if config is None or getattr(config, "_attn_implementation", None) != "sdpa":
+        return False
+    if getattr(config, "sliding_window", None) is not None or getattr(config, "use_sliding_window", False):
+        return False
+    return all(t == "full_attention" for t in (getattr(config, "layer_types", None) or ["full_attention"]))
+
+
+def _packed_prefill(model, ids: list[list[int]], mask: torch.Tensor):
+    """Step 0 without padding: all prefixes back to back in one row, each attending only to itself
+    (block-diagonal causal mask, positions restarting at 0), then the cache is cut into one
+    left-padded row per prefix, exactly as the padded forward would have left it. Padding a batch of
+    prefixes of unequal length wastes up to half of step 0's compute; this wastes none.
+    Returns None when the model's cache is not the plain kind this knows how to cut."""
+    from transformers.cache_utils import DynamicLayer
+
+    n, length = mask.shape
+    lens = [len(x) for x in ids]
+    total = sum(lens)
+    seq = torch.repeat_interleave(torch.arange(n), torch.tensor(lens))           # which prefix each token is
+    starts = torch.tensor([0, *lens[:-1]]).cumsum(0)
+    positions = torch.arange(total) - starts[seq]
+    attend = (seq[:, None] == seq[None, :]) & (positions[None, :] <= positions[:, None]) \
+        & (torch.arange(total)[None, :] <= torch.arange(total)[:, None])
+    last = starts + torch.tensor(lens) - 1
+    out = model(input_ids=torch.tensor([[t for x in ids for t in x]]), attention_mask=attend[None, None],
+                position_ids=positions[None], use_cache=True, logits_to_keep=last)
+    cache = out.cache
+    layers = getattr(cache, "layers", None)
+    if not layers or any(type(layer) is not DynamicLayer for layer in layers):
+        return None
+    # Row i of the padded cache holds prefix i's tokens at its last lens[i] slots; the padding slots
+    # (masked out by `mask`) take any token (here the packed row's first).
+    gather = (mask.cumsum(-1) - 1).clamp(min=0) + starts[:, None]
+    gather = gather.masked_fill(mask == 0, 0).reshape(-1)
+    for layer in layers:
+        for name in ("keys", "values"):
+            t = getattr(layer, name)                                  # (1, heads, total, dim)
+            heads, dim = t.shape[1], t.shape[-1]
+            cut = t[0].index_select(1, gather).view(heads, n, length, dim).transpose(0, 1).contiguous()
+            setattr(layer, name, cut)
+    return cache, out.logits[0].float().log_softmax(-1)
 
 
 def _advance(tokenizer, table: TokenTable, found: dict[str, float], frontier: list[_Partial],
