@@ -11,6 +11,7 @@ import os
 import sys
 from collections.abc import Sequence
 
+import services.cli.validator_cmds as validator_cmds
 from services.cli import chain_cmds, miner_cmds, output, stake_cmds, subnet_cmds, wallet_cmds, weights_cmds
 from services.cli.output import CommandFailed
 from services.common.errors import AgoraError
@@ -44,6 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     stake_cmds.register(groups, common)
     weights_cmds.register(groups, common)
     miner_cmds.register(groups, common)
+    validator_cmds.register(groups, common)
     return parser
 
 

@@ -100,3 +100,39 @@ def weights_from_ema(ema: EmaState | Mapping[int, float], max_weights: int,
         row.setdefault(uid, filler)
     uids = sorted(row)
     return uids, [row[uid] for uid in uids]
+
+
+def max_share_u16(weights: list[int]) -> int:
+    """The largest weight's share of the row as the chain measures it: max * 65535 // sum."""
+    total = sum(weights)
+    return max(weights) * U16_MAX // total if total else 0
+
+
+def cap_max_share(weights: list[int], limit_u16: int) -> list[int]:
+    """The row with its largest share at most `limit_u16` / 65535 (the subnet's max_weights_limit),
+    as Bittensor's normalize_max_weight does: the largest weights come down to one common cap c,
+    where c = limit * sum(min(w, c)), and the others keep their proportions. Max-upscaled to 65535.
+
+    When the limit cannot be met (fewer than 65535 / limit weights) the row comes back uniform,
+    which is as close as it gets; the chain will refuse it and say why.
+    """
+    n = len(weights)
+    if n == 0 or limit_u16 >= U16_MAX or max_share_u16(weights) <= limit_u16:
+        return list(weights)
+    if n * limit_u16 < U16_MAX:
+        return [U16_MAX] * n
+    limit = limit_u16 / U16_MAX
+    desc = sorted((float(w) for w in weights), reverse=True)
+    cap = desc[0]
+    for k in range(1, n + 1):   # the k largest are capped: c = L * (k c + rest)  =>  c = L rest / (1 - L k)
+        rest = math.fsum(desc[k:])
+        if limit * k >= 1.0:
+            cap = desc[k - 1]
+            break
+        c = limit * rest / (1.0 - limit * k)
+        if c <= desc[k - 1] and (k == n or c >= desc[k]):
+            cap = c
+            break
+    # rounding the uncapped weights up lowers the top's share, never raises it
+    row = [U16_MAX if w >= cap else max(1, math.ceil(w / cap * U16_MAX)) for w in weights]
+    return row if max_share_u16(row) <= limit_u16 else [U16_MAX] * n
