@@ -141,7 +141,8 @@ def test_permitted_mirrors_the_chains_set_weights_rule():
     assert permitted_stakes(_metagraph()) == {}
 
 
-def test_refresh_triggers():
+async def test_refresh_triggers():
+    # async: a grpc.aio channel needs a running loop, even one that is never used
     cache = MetagraphCache(ChainClient("127.0.0.1:1"), 1, refresh_blocks=5)
     cache.block, cache._uids = 100, {"v": 0}
 
@@ -160,6 +161,7 @@ def test_refresh_triggers():
     assert not cache.needs_refresh(block(101, ("StakeAdded", {"hotkey": "elsewhere", "amount": "1"})))
     assert cache.needs_refresh(block(105))                                       # every refresh_blocks
     assert not cache.needs_refresh(block(100, ("EpochRun", {"netuid": "1"})))    # the last read saw it
+    await cache.client.close()
 
 
 def test_published_endpoint_and_register_command(monkeypatch):
