@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from services.common.cache import cache_dir as common_cache_dir
 from services.common.errors import NotFound
 from services.validator import offline
 from services.validator.items import (
@@ -100,13 +101,6 @@ class DataSource:
         return cls("hf", path, **kwargs)
 
 
-def cache_root() -> Path:
-    """$AGORA_CACHE_DIR, else $XDG_CACHE_HOME/agora, else ~/.cache/agora (as the miner's model cache)."""
-    if os.environ.get("AGORA_CACHE_DIR"):
-        return Path(os.environ["AGORA_CACHE_DIR"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache").expanduser() / "agora"
-
-
 def load_task_data(task: Task | str, source: DataSource | str = "offline", *, seed: int = 0,
                    held_out_fraction: float | None = None, cache_dir: Path | None = None,
                    rebuild: bool = False) -> TaskData:
@@ -114,7 +108,8 @@ def load_task_data(task: Task | str, source: DataSource | str = "offline", *, se
 
     `held_out_fraction` defaults to 0.5 for the offline set (the other half may serve as examples)
     and to 1.0 for a JSONL file or hub set, which are the operator's own. Offline and hub sets are
-    cached under `cache_dir` (default: cache_root()/data) and rebuilt only when their inputs change.
+    cached under `cache_dir` (default: services.common.cache.cache_dir("data")) and rebuilt only when
+    their inputs change.
     """
     task = Task(task)
     if isinstance(source, str):
@@ -136,7 +131,7 @@ def load_task_data(task: Task | str, source: DataSource | str = "offline", *, se
     else:
         raise DataError(f"data source kind {source.kind!r} is not one of offline, jsonl, hf")
     fingerprint = hashlib.sha256(f"v{BUILDER_VERSION}\0{task}\0{fraction}\0{inputs}".encode()).hexdigest()
-    folder = (cache_dir or cache_root() / "data") / name
+    folder = (cache_dir or common_cache_dir("data")) / name
     path, meta_path = folder / f"{task}.jsonl", folder / f"{task}.provenance.json"
     if not rebuild:
         cached = _read_cached(task, path, meta_path, fingerprint)
