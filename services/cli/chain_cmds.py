@@ -20,6 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from services.cli import output
 from services.cli.output import CommandFailed
+from services.cli.parsing import command_adder
 from services.common.errors import InvalidRequest
 
 DEFAULT_LIST_COUNT = 10
@@ -42,13 +43,7 @@ def _env_flag(name: str) -> bool:
 
 def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     chain = groups.add_parser("chain", help="chain status, blocks, and running a node", allow_abbrev=False)
-    commands = chain.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                allow_abbrev=False)
-        p.set_defaults(func=func)
-        return p
+    command = command_adder(chain, common)
 
     command("info", info, "network, genesis, head, issuance, fee, pool and block producer")
 

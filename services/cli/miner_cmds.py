@@ -22,6 +22,7 @@ import sys
 
 from services.cli import output
 from services.cli.output import CommandFailed
+from services.cli.parsing import command_adder
 from services.cli.wallet_cmds import _check_name, _option, _wallet_path_option
 
 MODEL_ALIASES = ("smollm2-135m", "gemma3-270m", "minilm-l6", "mpnet-base", "echo", "noise")
@@ -75,13 +76,7 @@ _fraction.__name__ = "fraction 0..10"
 
 def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     miner = groups.add_parser("miner", help="run a miner, check one", allow_abbrev=False)
-    commands = miner.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                allow_abbrev=False)
-        p.set_defaults(func=func)
-        return p
+    command = command_adder(miner, common)
 
     p = command("start", start, "serve a model on a subnet until SIGTERM or Ctrl-C (logs on stderr)")
     p.add_argument("--netuid", type=_nonnegative_int, required=True, metavar="N")

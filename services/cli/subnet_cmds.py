@@ -12,6 +12,7 @@ import asyncio
 
 from services.cli import output, signing
 from services.cli.output import CommandFailed
+from services.cli.parsing import command_adder
 from services.cli.wallet_cmds import _option, _wallet_path_option
 from services.common.errors import InvalidRequest, OutOfRange, PermissionDenied
 from services.common.units import parse_tao
@@ -24,13 +25,7 @@ U16_FIELDS = ("rank", "trust", "consensus", "incentive", "dividends", "validator
 def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     subnets = groups.add_parser("subnets", help="subnets: list, create, hyperparameters, metagraph, register",
                                 allow_abbrev=False)
-    commands = subnets.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                allow_abbrev=False)
-        p.set_defaults(func=func)
-        return p
+    command = command_adder(subnets, common)
 
     command("list", list_subnets, "every subnet: task, size, tempo, emission share, burn, owner")
 

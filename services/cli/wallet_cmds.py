@@ -18,6 +18,7 @@ from bittensor_wallet import Keypair, Wallet
 
 from services.cli import output
 from services.cli.output import CommandFailed
+from services.cli.parsing import command_adder
 from services.common import keys
 from services.common.errors import Conflict, InvalidRequest
 from services.common.units import check_amount, parse_tao
@@ -47,13 +48,7 @@ def _wallet_path_option(parser: argparse.ArgumentParser) -> None:
 
 def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:
     wallet = groups.add_parser("wallet", help="keys, balances and transfers", allow_abbrev=False)
-    commands = wallet.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    def command(name: str, func, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, parents=[common], help=help_text, description=help_text,
-                                allow_abbrev=False)
-        p.set_defaults(func=func)
-        return p
+    command = command_adder(wallet, common)
 
     for regen in (False, True):
         p = command("regen-coldkey" if regen else "new-coldkey", regen_coldkey if regen else new_coldkey,
