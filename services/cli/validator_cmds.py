@@ -115,28 +115,21 @@ def start(args: argparse.Namespace) -> int:
 async def _discover(chain: str, netuid: int) -> str:
     """The endpoint of the subnet's most staked validator, from the metagraph."""
     from services.chain.client import ChainClient
-    from services.validator.subnet import read_subnet
+    from services.validator.client import discover
 
     async with ChainClient(chain) as client:
-        view = await read_subnet(client, netuid)
-    found = view.validators()
-    if not found:
-        raise CommandFailed("NOT_FOUND", f"no validator serves an endpoint on subnet {netuid}; name one with "
-                            "--validator HOST:PORT")
-    return found[0].axon.target  # type: ignore[union-attr]
+        return await discover(client, netuid)
 
 
 async def _call(target: str, method: str, request):
     from grpc import aio
 
-    from agora.validator.v1 import validator_pb2_grpc
+    from services.validator.client import call
 
-    async with aio.insecure_channel(target) as channel:
-        stub = validator_pb2_grpc.ValidatorStub(channel)
-        try:
-            return await getattr(stub, method)(request, timeout=QUERY_TIMEOUT_S)
-        except aio.AioRpcError as exc:
-            raise CommandFailed(exc.code().name, f"validator {target}: {exc.details()}") from None
+    try:
+        return await call(target, method, request, QUERY_TIMEOUT_S)
+    except aio.AioRpcError as exc:
+        raise CommandFailed(exc.code().name, f"validator {target}: {exc.details()}") from None
 
 
 def scores(args: argparse.Namespace) -> int:
@@ -210,23 +203,22 @@ def query(args: argparse.Namespace) -> int:
     keypair = _payer(args)   # before any network call: a wrong password fails fast
 
     async def run():
-        from services.chain.client import ChainClient, transfer_call
+        from grpc import aio
+
+        from services.chain.client import ChainClient
+        from services.validator.client import paid_query
 
         target = args.validator or await _discover(args.chain, args.netuid)
         info = await _call(target, "Info", validator_pb2.InfoRequest())
-        if info.netuid != args.netuid:
-            raise CommandFailed("INVALID_ARGUMENT", f"{target} validates subnet {info.netuid}, not {args.netuid}")
         if max_fee is not None and info.fee_rao > max_fee:
             raise CommandFailed("FAILED_PRECONDITION", f"{target} asks {output.tao(info.fee_rao)} TAO per query, "
                                 f"above --max-fee {output.tao(max_fee)}")
         request = _request(args, info)
-        request.payer = keypair.ss58_address
-        if info.fee_rao:
-            async with ChainClient(args.chain) as chain:
-                if await chain.chain_id() != info.chain_id:
-                    raise CommandFailed("FAILED_PRECONDITION", f"{target} is paid on another chain than {args.chain}")
-                request.payment.CopyFrom(await chain.sign(keypair, transfer_call(info.coldkey, info.fee_rao)))
-        return target, await _call(target, "Query", request)
+        async with ChainClient(args.chain) as chain:
+            try:
+                return target, await paid_query(chain, target, keypair, request, info=info, timeout=QUERY_TIMEOUT_S)
+            except aio.AioRpcError as exc:
+                raise CommandFailed(exc.code().name, f"validator {target}: {exc.details()}") from None
 
     target, reply = asyncio.run(run())
     kind = reply.WhichOneof("output")

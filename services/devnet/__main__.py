@@ -1,6 +1,11 @@
-"""`make run`: Redis (append-only, data kept under .run/), a chain, dev wallets and a stream of
-transfers, and a subnet whose validators weight its miners every tempo (subnet_demo.py), shown live
-until Ctrl-C, or for RUN_SECONDS seconds and then a summary."""
+"""`make run`: a whole local network in one command.
+
+Redis (append-only, data kept under .run/), the chain, a root subnet and three subnets (next-token,
+translation, embedding; plan.py), a ladder of real miners on each with a noise miner last, two
+validators per subnet, and a user paying for queries; then a live view (blocks, epochs, metagraphs,
+who answered the user) until Ctrl-C, or for RUN_SECONDS seconds once everything serves, then a
+summary of the final incentives (also written to .run/summary.json).
+"""
 
 from __future__ import annotations
 
@@ -8,80 +13,40 @@ import asyncio
 import contextlib
 import json
 import os
-import random
 import signal
-import socket
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bittensor_wallet import Keypair
-
 from services.chain.client import ChainClient
 from services.common import keys
-from services.common.redis_server import RedisServer, free_port
+from services.common.redis_server import RedisServer
 from services.common.units import RAO_PER_TAO, format_tao
-from services.devnet import subnet_demo
-from services.devnet.processes import Supervisor
+from services.devnet import fleet, plan, subnets, user
+from services.devnet.processes import Supervisor, port_or_free
+from services.devnet.wallets import ensure_user_wallet, write_dev_wallet
 
 RUN_DIR = Path(os.environ.get("AGORA_RUN_DIR", ".run"))
 BLOCK_TIME_MS = 250
-# Not "devnet": chains made before subnets had a genesis with min tempo 360, and genesis is kept forever
 NETWORK = "localnet"
-
-
-def port_or_free(wanted: int) -> int:
-    """The well-known port when it is free (so the README's grpcurl lines work), else any free one."""
-    with socket.socket() as s:
-        try:
-            s.bind(("127.0.0.1", wanted))
-            return wanted
-        except OSError:
-            return free_port()
-
-
-CHAIN_PORT = port_or_free(int(os.environ.get("AGORA_CHAIN_PORT", "50051")))
-METRICS_PORT = port_or_free(int(os.environ.get("AGORA_CHAIN_METRICS_PORT", "9100")))
-# dev-only password for the demo wallets this command creates; real coldkeys get the user's own
+# dev-only password for the demo user's wallet this command creates; real coldkeys get the user's own
 DEV_PASSWORD = "agora-dev-password"
-DEMO_WALLETS = ("alice-demo", "bob-demo", "carol-demo")
+HEARTBEAT_BLOCKS = 20       # a block line at least this often
+TABLE_EVERY_EPOCHS = 4      # a subnet's metagraph table every this many of its epochs
 
 
 @dataclass
-class Stats:
+class Run:
     started: float = field(default_factory=time.monotonic)
+    serving_s: float = 0.0
     first_head: int = -1
     head: int = 0
-    transfers_ok: int = 0
-    transfers_failed: int = 0
-    moved_rao: int = 0
+    extrinsics: int = 0
 
 
 def say(text: str) -> None:
     print(text, flush=True)
-
-
-def _agora(*args: str) -> dict:
-    env = {**os.environ, "AGORA_COLDKEY_PASSWORD": DEV_PASSWORD}
-    out = subprocess.run([sys.executable, "-m", "services.cli.main", *args, "--json"], capture_output=True,
-                         text=True, env=env, check=False)
-    if out.returncode != 0:
-        raise RuntimeError(f"agora {' '.join(args)} failed: {out.stderr.strip()}")
-    return json.loads(out.stdout or "{}")
-
-
-def ensure_wallets(path: Path) -> list[Keypair]:
-    """Create the demo coldkeys once (encrypted, like any coldkey) and unlock them for this run."""
-    pairs = []
-    for name in DEMO_WALLETS:
-        w = keys.wallet(name, path=path)
-        if not w.coldkey_file.exists_on_device():
-            say(f"  creating wallet {name} (encrypting its coldkey takes a few seconds) ...")
-            _agora("wallet", "new-coldkey", "--wallet.name", name, "--wallet.path", str(path), "--n-words", "12")
-        pairs.append(keys.unlock_coldkey(w, DEV_PASSWORD))
-    return pairs
 
 
 async def wait_for_chain(client: ChainClient, sup: Supervisor, timeout: float = 60) -> None:
@@ -89,130 +54,147 @@ async def wait_for_chain(client: ChainClient, sup: Supervisor, timeout: float = 
     while time.monotonic() < deadline:
         sup.check_alive()
         with contextlib.suppress(Exception):
-            info = await client.info()
-            if info.producer:
+            if (await client.info()).producer:
                 return
         await asyncio.sleep(0.1)
     raise RuntimeError(f"the chain did not answer within {timeout:.0f}s; see {RUN_DIR}/logs/chain.log")
 
 
-async def fund(client: ChainClient, wallets: list[Keypair]) -> None:
-    alice = keys.dev_keypair("Alice")
-    for kp in wallets:
-        if (await client.account(kp.ss58_address)).free < 10 * RAO_PER_TAO:
-            r = await client.transfer(alice, kp.ss58_address, 1_000 * RAO_PER_TAO)
-            say(f"  funded {kp.ss58_address[:10]}... with 1,000 TAO from //Alice in block {r.status.block_number}")
+async def fund(client: ChainClient, address: str) -> None:
+    if (await client.account(address)).free < 10 * RAO_PER_TAO:
+        r = await client.transfer(keys.dev_keypair("Alice"), address, 1_000 * RAO_PER_TAO)
+        say(f"  funded     the user {address[:10]}... with 1,000 TAO from //Alice in block {r.status.block_number}")
 
 
-async def send_transfers(client: ChainClient, wallets: list[Keypair], stats: Stats) -> None:
-    rng = random.Random()
-    while True:
-        sender, dest = rng.sample(wallets, 2)
-        amount = rng.randint(1, 50) * RAO_PER_TAO // 10
-        try:
-            r = await client.transfer(sender, dest.ss58_address, amount)
-            if r.status.success:
-                stats.transfers_ok += 1
-                stats.moved_rao += amount
-            else:
-                stats.transfers_failed += 1
-        except Exception as exc:  # shown, never fatal: the demo keeps going
-            stats.transfers_failed += 1
-            say(f"  transfer refused: {exc}")
-        await asyncio.sleep(rng.uniform(0.05, 0.4))
-
-
-async def show_blocks(client: ChainClient, wallets: list[Keypair], stats: Stats,
-                      demo: subnet_demo.Demo | None = None) -> None:
-    names = dict(zip((k.ss58_address for k in wallets), DEMO_WALLETS, strict=True))
+async def follow_blocks(client: ChainClient, live: list[subnets.LiveSubnet], run: Run) -> None:
+    by_netuid = {s.netuid: s for s in live}
+    quiet = 0
     async for block in client.blocks():
-        stats.head = block.header.number
-        if stats.first_head < 0:
-            stats.first_head = block.header.number
-        moves = [e for e in block.events if e.name == "Transfer"]
-        line = f"block #{block.header.number:<6} {block.header.hash.hex()[:12]}  {len(block.extrinsics):>3} extrinsics"
-        for e in moves[:3]:
-            a = e.attributes
-            line += (f" | {names.get(a['from'], a['from'][:8])} -> {names.get(a['to'], a['to'][:8])}"
-                     f" {format_tao(int(a['amount']))}")
-        if demo is not None:
-            line += subnet_demo.block_note(demo, block)
-        say(line)
-        if demo is not None:
-            await subnet_demo.on_block(client, demo, block, say)
-        if block.header.number % 20 == 0:
-            await show_balances(client, wallets)
-
-
-async def show_balances(client: ChainClient, wallets: list[Keypair]) -> None:
-    info = await client.info()
-    cells = []
-    for name, kp in zip(DEMO_WALLETS, wallets, strict=True):
-        cells.append(f"{name} {format_tao((await client.account(kp.ss58_address)).free)}")
-    say(f"  balances: {' | '.join(cells)} | issuance {format_tao(info.total_issuance)}"
-        f" | burned {format_tao(info.total_burned)}")
+        run.head = block.header.number
+        if run.first_head < 0:
+            run.first_head = run.head
+        run.extrinsics += len(block.extrinsics)
+        epochs = [by_netuid[n] for n in subnets.epoch_netuids(block) if n in by_netuid]
+        quiet += 1
+        if not epochs and quiet < HEARTBEAT_BLOCKS:
+            continue
+        quiet = 0
+        notes = [f"epoch of subnet {s.netuid} {s.plan.name!r}" for s in epochs]
+        weights = sum(1 for e in block.events if e.name == "WeightsSet")
+        if weights:
+            notes.append(f"{weights} weights")
+        say(f"block #{run.head:<6} {block.header.hash.hex()[:12]}  {len(block.extrinsics):>2} extrinsics"
+            + (" | " + ", ".join(notes) if notes else ""))
+        for sub in epochs:
+            sub.epochs += 1
+            if sub.epochs % TABLE_EVERY_EPOCHS == 1:
+                await subnets.show_metagraph(client, sub, say)
 
 
 async def network(sup: Supervisor, run_seconds: float | None) -> int:
+    run = Run()
     say(f"agora: starting a local network in {RUN_DIR}/ (Redis data is kept between runs)")
     redis = RedisServer(data_dir=RUN_DIR / "redis", appendonly=True, port=int(os.environ.get("AGORA_REDIS_PORT", 0)))
     redis.start()
     say(f"  redis      127.0.0.1:{redis.port} (append-only file in {RUN_DIR}/redis)")
+    chain_port, metrics_port = port_or_free(50051), port_or_free(9100)
+    chain = f"127.0.0.1:{chain_port}"
+    wallets = RUN_DIR / "wallets"
     try:
         sup.agora("chain", "chain", "start", "--dev", "--redis-url", redis.url, "--network", NETWORK,
-                  "--min-tempo", str(subnet_demo.MIN_TEMPO),
-                  "--port", str(CHAIN_PORT), "--metrics-port", str(METRICS_PORT),
+                  "--min-tempo", str(plan.MIN_TEMPO), "--port", str(chain_port), "--metrics-port", str(metrics_port),
                   "--block-time-ms", str(BLOCK_TIME_MS))
-        async with ChainClient(f"127.0.0.1:{CHAIN_PORT}") as client:
+        payer_task = asyncio.create_task(asyncio.to_thread(ensure_user_wallet, wallets, plan.USER_WALLET,
+                                                           DEV_PASSWORD))
+        async with ChainClient(chain) as client:
             await wait_for_chain(client, sup)
             info = await client.info()
-            say(f"  chain      127.0.0.1:{CHAIN_PORT} gRPC, metrics http://127.0.0.1:{METRICS_PORT}/metrics,"
-                f" genesis {info.genesis_hash.hex()[:16]}..., head #{info.head_number}")
-            wallets = ensure_wallets(RUN_DIR / "wallets")
-            await fund(client, wallets)
-            demo = await subnet_demo.setup(client, say)
-            say("  try:       .venv/bin/agora chain info   |   .venv/bin/agora wallet balance --all "
-                f"--wallet.path {RUN_DIR}/wallets")
-            say(f"             .venv/bin/agora subnets metagraph --netuid {demo.netuid}   |   .venv/bin/agora "
-                "subnets list")
-            say("  Ctrl-C stops everything; RUN_SECONDS=N stops by itself.\n")
-            stats = Stats()
-            tasks = [asyncio.create_task(send_transfers(client, wallets, stats)),
-                     asyncio.create_task(show_blocks(client, wallets, stats, demo)),
-                     asyncio.create_task(subnet_demo.set_weights_every_tempo(client, demo, say))]
-            stop = asyncio.Event()
-            loop = asyncio.get_running_loop()
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(sig, stop.set)
-            try:
-                deadline = time.monotonic() + run_seconds if run_seconds else None
-                while not stop.is_set():
-                    sup.check_alive()
-                    for t in tasks:
-                        if t.done() and t.exception():
-                            raise t.exception()  # type: ignore[misc]
-                    if deadline and time.monotonic() >= deadline:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), 0.5)
-            finally:
-                for t in tasks:
-                    t.cancel()
-                await asyncio.gather(*tasks, return_exceptions=True)
-            await summary(client, wallets, stats)
-            await subnet_demo.summary(client, demo, say)
+            say(f"  chain      {chain} gRPC, metrics http://127.0.0.1:{metrics_port}/metrics, "
+                f"genesis {info.genesis_hash.hex()[:16]}..., head #{info.head_number}")
+            for coldkey in {m.coldkey for s in plan.SUBNETS for m in s.miners}:
+                write_dev_wallet(wallets, coldkey, [m.hotkey for s in plan.SUBNETS for m in s.miners
+                                                    if m.coldkey == coldkey])
+            for v in plan.VALIDATORS:
+                write_dev_wallet(wallets, v.coldkey, [v.hotkey])
+            live = await subnets.setup(client, plan.SUBNETS, say)
+            payer = await payer_task
+            await fund(client, payer.ss58_address)
+            await asyncio.to_thread(fleet.prepare_models, live)
+            miners = fleet.start_miners(sup, live, chain, wallets)
+            say(f"  starting   {len(miners)} miners (logs in {RUN_DIR}/logs/)")
+            await fleet.wait_serving(sup, miners, "loading models")
+            validators = fleet.start_validators(sup, live, chain, wallets, redis.url)
+            await fleet.wait_serving(sup, validators, "starting validators")
+            procs = miners + validators
+            run.serving_s = time.monotonic() - run.started
+            say(f"  serving after {run.serving_s:.0f}s:")
+            for p in procs:
+                say(f"    {p.kind:<9} {p.name:<20} subnet {p.netuid}  grpc {p.target}  "
+                    f"metrics http://127.0.0.1:{p.metrics_port}/metrics")
+            say(f"  try:       .venv/bin/agora subnets metagraph --netuid {live[0].netuid}   |   "
+                f".venv/bin/agora validator scores --netuid {live[0].netuid}")
+            say(f'             .venv/bin/agora query --netuid {live[0].netuid} --wallet.name {plan.USER_WALLET} '
+                f'--wallet.path {wallets} "The capital of France is"   (password {DEV_PASSWORD})')
+            say("  Ctrl-C stops everything" + (f"; stopping by itself in {run_seconds:.0f}s" if run_seconds else "")
+                + ".\n")
+            stats = user.UserStats()
+            await live_view(client, sup, live, payer, run, stats, run_seconds)
+            await summary(client, sup, live, run, stats)
     finally:
         sup.stop_all()
         redis.stop()
     return 0
 
 
-async def summary(client: ChainClient, wallets: list[Keypair], stats: Stats) -> None:
+async def live_view(client: ChainClient, sup: Supervisor, live: list[subnets.LiveSubnet], payer, run: Run,
+                    stats: user.UserStats, run_seconds: float | None) -> None:
+    tasks = [asyncio.create_task(follow_blocks(client, live, run)),
+             asyncio.create_task(user.ask_forever(client, payer, live, stats, say)),
+             asyncio.create_task(subnets.set_root_weights(client, live, BLOCK_TIME_MS / 1000, say))]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    deadline = time.monotonic() + run_seconds if run_seconds else None
+    try:
+        while not stop.is_set():
+            sup.check_alive()
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception():
+                    raise t.exception()  # type: ignore[misc]
+            if deadline and time.monotonic() >= deadline:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 0.5)
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def summary(client: ChainClient, sup: Supervisor, live: list[subnets.LiveSubnet], run: Run,
+                  stats: user.UserStats) -> None:
     info = await client.info()
-    say(f"\nsummary after {time.monotonic() - stats.started:.0f}s: head #{info.head_number} "
-        f"({info.head_number - max(stats.first_head, 0) + 1} blocks seen), {stats.transfers_ok} transfers finalized,"
-        f" {stats.transfers_failed} failed, {format_tao(stats.moved_rao)} TAO moved")
-    await show_balances(client, wallets)
+    peak = sup.peak_rss_bytes()
+    say(f"\nsummary after {time.monotonic() - run.started:.0f}s (serving after {run.serving_s:.0f}s): "
+        f"head #{info.head_number}, {run.extrinsics} extrinsics in {max(run.head - run.first_head + 1, 0)} blocks "
+        f"seen, issuance {format_tao(info.total_issuance)} TAO")
+    first = f"{stats.first_answer_s + run.serving_s:.0f}s after start" if stats.first_answer_s is not None else "none"
+    say(f"  user: {stats.answered} paid queries answered ({stats.failed} not), {format_tao(stats.paid_rao)} TAO "
+        f"paid; first answered {first}")
+    for who, n in sorted(stats.by_miner.items(), key=lambda kv: -kv[1]):
+        say(f"    {n:>3} answered by {who}")
+    say(f"  peak memory of the network's processes: {peak / 2**30:.1f} GiB")
+    say("  final incentives (the ladder is best first; emission should follow it):")
+    results = [await subnets.final_incentives(client, sub) for sub in live]
+    for r in results:
+        subnets.show_final(r, say)
+    (RUN_DIR / "summary.json").write_text(json.dumps({
+        "seconds": round(time.monotonic() - run.started, 1), "serving_after_s": round(run.serving_s, 1),
+        "head": info.head_number, "queries_answered": stats.answered, "queries_failed": stats.failed,
+        "first_answer_after_s": round(stats.first_answer_s + run.serving_s, 1) if stats.first_answer_s else None,
+        "answers_by_miner": stats.by_miner, "peak_rss_bytes": peak, "subnets": results,
+    }, indent=2) + "\n")
 
 
 def main() -> int:

@@ -4,10 +4,33 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from services.common.redis_server import free_port
+
+_taken: set[int] = set()
+
+
+def port_or_free(wanted: int) -> int:
+    """The well-known port when it is free (so the README's grpcurl lines work), else the next free one
+    after it that this run has not handed out yet, else any free port."""
+    for candidate in range(wanted, wanted + 50):
+        if candidate in _taken:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+        _taken.add(candidate)
+        return candidate
+    port = free_port()
+    _taken.add(port)
+    return port
 
 
 @dataclass
@@ -31,6 +54,19 @@ class Supervisor:
 
     def agora(self, name: str, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen:
         return self.start(name, [sys.executable, "-m", "services.cli.main", *args], env)
+
+    def peak_rss_bytes(self) -> int:
+        """Sum of the children's peak resident memory (VmHWM), while they still run."""
+        total = 0
+        for _, proc in self.children:
+            try:
+                status = Path(f"/proc/{proc.pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    total += int(line.split()[1]) * 1024
+        return total
 
     def check_alive(self) -> None:
         for name, proc in self.children:
