@@ -19,6 +19,7 @@ import json
 import re
 import shutil
 import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -232,13 +233,34 @@ async def start_miner(redis_server: RedisServer) -> AsyncIterator[int]:
         await miner.stop()
 
 
+@contextlib.asynccontextmanager
+async def start_validator(redis_server: RedisServer) -> AsyncIterator[int]:
+    """A validator on a fresh chain and subnet with an oracle, an echo and a noise miner: it scores
+    rounds and sets weights, so its weights timestamp (what the alert watches) is exported."""
+    from services.validator.items import Task
+    from services.validator.main import Validator
+    from tests.test_validator import PAYEE, VALIDATOR, Oracle, make_net, write_data
+
+    with tempfile.TemporaryDirectory() as tmp:
+        data = write_data(Path(tmp))
+        async for net in make_net(redis_server, data):
+            await net.add_miners([Oracle(data), "echo", "noise"])
+            validator = Validator(net.settings(metrics_port=0), hotkey=VALIDATOR, coldkey=PAYEE,
+                                  data=data[Task.NEXT_TOKEN])
+            await validator.start()
+            try:
+                yield validator.server.metrics_port
+            finally:
+                await validator.stop()
+
+
 # Job -> (an async context manager that runs the service on 127.0.0.1 and yields its metrics port,
-# a metric it always exports). Add the miner's and validator's starters when they exist.
+# a metric it exports once it works).
 Starter = Callable[[RedisServer], contextlib.AbstractAsyncContextManager[int]]
 SCRAPE_TARGETS: dict[str, tuple[Starter | None, str]] = {
     "agora-chain": (start_chain, "agora_chain_block_height"),
     "agora-miner": (start_miner, "agora_miner_model_loaded"),
-    "agora-validator": (None, "agora_validator_last_weights_timestamp_seconds"),
+    "agora-validator": (start_validator, "agora_validator_last_weights_timestamp_seconds"),
 }
 
 
