@@ -126,6 +126,16 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--netuid", type=_nonnegative_int, metavar="N", help="look for the endpoint on this subnet only")
     p.add_argument("--timeout", type=float, default=10.0, help="seconds (default 10)")
 
+    p = command("sign-request", sign_request, "print a signed request as JSON, for grpcurl -d (a generic gRPC client)")
+    p.add_argument("--method", required=True, choices=("Info", "NextWord", "Generate", "Translate", "Embed"))
+    p.add_argument("--miner-hotkey", required=True, metavar="SS58", help="the miner's hotkey (it checks the signature)")
+    p.add_argument("--body", default="{}", metavar="JSON",
+                   help='the request without auth, e.g. \'{"prefixes": ["Hi"]}\'')
+    _option(p, "wallet.name", metavar="NAME", help="the calling validator's wallet (or --dev NAME)")
+    _option(p, "wallet.hotkey", default="default", metavar="NAME")
+    _wallet_path_option(p)
+    p.add_argument("--dev", metavar="NAME", help="sign with the dev hotkey //NAME//HOTKEY (--wallet.hotkey)")
+
 
 # ---- start ----
 
@@ -259,6 +269,33 @@ def info(args: argparse.Namespace) -> int:
         output.print_json(data)
         return 0
     output.print_fields([(k.replace("_", " "), _show(v)) for k, v in data.items() if v is not None])
+    return 0
+
+
+def sign_request(args: argparse.Namespace) -> int:
+    """The request signed now (its timestamp is good for the miner's max age, 30 s by default)."""
+    from google.protobuf import json_format
+
+    from agora.miner.v1 import miner_pb2
+    from services.cli.signing import dev_hotkey
+    from services.common import keys
+    from services.miner import auth
+
+    keys.check_address(args.miner_hotkey, what="--miner-hotkey")
+    if args.dev:
+        keypair = dev_hotkey(args.dev, args.wallet_hotkey)
+    elif args.wallet_name:
+        keypair = keys.hotkey_keypair(keys.wallet(_check_name(args.wallet_name, "wallet name"),
+                                                  _check_name(args.wallet_hotkey, "hotkey name"), args.wallet_path))
+    else:
+        raise CommandFailed("INVALID_ARGUMENT", "sign with --wallet.name W --wallet.hotkey H, or --dev NAME")
+    request = getattr(miner_pb2, f"{args.method}Request")()
+    try:
+        json_format.Parse(args.body, request)
+    except json_format.ParseError as exc:
+        raise CommandFailed("INVALID_ARGUMENT", f"--body is not a {args.method}Request: {exc}") from None
+    auth.sign_request(keypair, auth.method_path(args.method), request, args.miner_hotkey)
+    print(json_format.MessageToJson(request, indent=None))
     return 0
 
 

@@ -84,6 +84,8 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--max-tokens", type=int, default=0, help="generate: new tokens at most (default 32)")
     p.add_argument("--temperature", type=float, default=0.0)
     p.add_argument("--max-fee", default=None, metavar="TAO", help="refuse to pay a validator asking more")
+    p.add_argument("--sign-only", action="store_true",
+                   help="print the signed, paid request as JSON instead of sending it (for grpcurl -d)")
 
 
 # ---- running ----
@@ -206,7 +208,7 @@ def query(args: argparse.Namespace) -> int:
         from grpc import aio
 
         from services.chain.client import ChainClient
-        from services.validator.client import paid_query
+        from services.validator.client import paid_query, with_payment
 
         target = args.validator or await _discover(args.chain, args.netuid)
         info = await _call(target, "Info", validator_pb2.InfoRequest())
@@ -215,12 +217,19 @@ def query(args: argparse.Namespace) -> int:
                                 f"above --max-fee {output.tao(max_fee)}")
         request = _request(args, info)
         async with ChainClient(args.chain) as chain:
+            if args.sign_only:
+                return target, await with_payment(chain, target, info, keypair, request)
             try:
                 return target, await paid_query(chain, target, keypair, request, info=info, timeout=QUERY_TIMEOUT_S)
             except aio.AioRpcError as exc:
                 raise CommandFailed(exc.code().name, f"validator {target}: {exc.details()}") from None
 
     target, reply = asyncio.run(run())
+    if args.sign_only:   # the paid request, for a generic client: grpcurl -d "$(agora query ... --sign-only)"
+        from google.protobuf import json_format
+
+        print(json_format.MessageToJson(reply, indent=None))
+        return 0
     kind = reply.WhichOneof("output")
     result = {"validator": target, "uid": reply.uid, "hotkey": reply.hotkey, "attempts": reply.attempts,
               "miner_seconds": round(reply.miner_seconds, 4), "fee_rao": reply.fee_rao,

@@ -37,11 +37,19 @@ async def call(target: str, method: str, request, timeout: float = QUERY_TIMEOUT
 
 
 async def paid_query(chain: ChainClient, target: str, keypair, request: validator_pb2.QueryRequest, *,
-                     max_fee_rao: int | None = None, info: validator_pb2.InfoReply | None = None,
-                     timeout: float = QUERY_TIMEOUT_S) -> validator_pb2.QueryReply:
-    """Pay `target`'s fee from `keypair` (a coldkey) and send `request`. Refuses, before signing
-    anything, a validator of another subnet or chain, or one asking more than `max_fee_rao`."""
+                     max_fee_rao: int | None = None, info: validator_pb2.InfoResponse | None = None,
+                     timeout: float = QUERY_TIMEOUT_S) -> validator_pb2.QueryResponse:
+    """Pay `target`'s fee from `keypair` (a coldkey) and send `request`."""
     info = info or await call(target, "Info", validator_pb2.InfoRequest(), timeout)
+    paid = await with_payment(chain, target, info, keypair, request, max_fee_rao=max_fee_rao)
+    return await call(target, "Query", paid, timeout)
+
+
+async def with_payment(chain: ChainClient, target: str, info: validator_pb2.InfoResponse, keypair,
+                       request: validator_pb2.QueryRequest, *,
+                       max_fee_rao: int | None = None) -> validator_pb2.QueryRequest:
+    """`request` with its payer and a signed transfer of the fee `info` advertises. Refuses, before
+    signing anything, a validator of another subnet or chain, or one asking more than `max_fee_rao`."""
     if info.netuid != request.netuid:
         raise InvalidRequest(f"{target} validates subnet {info.netuid}, not {request.netuid}")
     if max_fee_rao is not None and info.fee_rao > max_fee_rao:
@@ -54,7 +62,7 @@ async def paid_query(chain: ChainClient, target: str, keypair, request: validato
         if await chain.chain_id() != info.chain_id:
             raise FailedPrecondition(f"{target} is paid on another chain than this one")
         paid.payment.CopyFrom(await chain.sign(keypair, transfer_call(info.coldkey, info.fee_rao)))
-    return await call(target, "Query", paid, timeout)
+    return paid
 
 
 def generate_request(netuid: int, prompt: str, max_tokens: int = 0, temperature: float = 0.0):
