@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import os
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from services.chain.subnets import NetworkParams
 from services.common import keys
@@ -33,6 +34,12 @@ class ChainSettings:
     producer_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     produce: bool = True                    # False: serve reads and submissions only, never produce
     economics: NetworkParams = field(default_factory=NetworkParams)  # lock cost, min tempo, root size: genesis
+
+    def __repr__(self) -> str:
+        shown = {f.name: getattr(self, f.name) for f in fields(self)}
+        if urlsplit(self.redis_url).password is not None:
+            shown["redis_url"] = "***"   # carries the Redis password
+        return "ChainSettings(" + ", ".join(f"{k}={v!r}" for k, v in shown.items()) + ")"
 
     @property
     def effective_lease_ms(self) -> int:

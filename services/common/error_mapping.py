@@ -3,6 +3,7 @@
 Handlers raise; they never call `context.abort` themselves. An AgoraError's message is meant for
 the caller and goes out as the status details. Anything else is a bug: the caller gets INTERNAL
 with a short id and the traceback is logged under that id, so internals never leak to clients.
+A request whose bytes do not parse is INVALID_ARGUMENT (grpc itself would answer UNKNOWN).
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import inspect
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterable, AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
@@ -61,14 +63,54 @@ async def _abort_for(exc: Exception, context: aio.ServicerContext, method: str) 
     await context.abort(code, details)  # raises AbortError
 
 
-def _map_errors(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
+@dataclass(frozen=True, slots=True)
+class _Undecodable:
+    """Stands in for a request message whose bytes did not parse.
+
+    If a deserializer raises, grpc.aio answers UNKNOWN with the parser's exception text before any
+    interceptor sees the call; so the deserializer returns this instead, and the wrapped handler
+    raises InvalidRequest for it, inside the mapping.
+    """
+
+    error: str
+
+
+def _lenient(deserializer: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:
+    if deserializer is None:
+        return None
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception as exc:  # DecodeError (corrupt wire format, bad UTF-8), or a custom parser's own
+            return _Undecodable(str(exc))
+
+    return deserialize
+
+
+def _parsed(request: Any, method: str) -> Any:
+    if isinstance(request, _Undecodable):
+        raise errors.InvalidRequest(f"{method}: the request is not a valid message ({request.error})")
+    return request
+
+
+async def _parsed_stream(requests: AsyncIterable[Any], method: str) -> AsyncIterator[Any]:
+    async for request in requests:
+        yield _parsed(request, method)
+
+
+def _map_errors(fn: Callable[..., Any], method: str, request_streaming: bool = False) -> Callable[..., Any]:
     # AbortError is how an already-chosen status propagates in grpc.aio; CancelledError is a
-    # BaseException, so `except Exception` leaves it alone.
+    # BaseException, so `except Exception` leaves it alone. A request that did not parse raises
+    # inside the try, so it is mapped like any other InvalidRequest.
+    def parsed(request: Any) -> Any:
+        return _parsed_stream(request, method) if request_streaming else _parsed(request, method)
+
     if inspect.isasyncgenfunction(fn):
 
         async def stream(request: Any, context: aio.ServicerContext) -> AsyncIterator[Any]:
             try:
-                async for response in fn(request, context):
+                async for response in fn(parsed(request), context):
                     yield response
             except aio.AbortError:
                 raise
@@ -81,7 +123,7 @@ def _map_errors(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
 
         async def call(request: Any, context: aio.ServicerContext) -> Any:
             try:
-                return await fn(request, context)
+                return await fn(parsed(request), context)
             except aio.AbortError:
                 raise
             except Exception as exc:
@@ -94,6 +136,11 @@ def _map_errors(fn: Callable[..., Any], method: str) -> Callable[..., Any]:
     return fn
 
 
+def _is_async(handler: grpc.RpcMethodHandler) -> bool:
+    fn = next((getattr(handler, name) for name in HANDLER_FIELDS if getattr(handler, name) is not None), None)
+    return inspect.isasyncgenfunction(fn) or inspect.iscoroutinefunction(fn)
+
+
 class ErrorMappingInterceptor(aio.ServerInterceptor):
     """Turns exceptions escaping any handler (all four RPC shapes) into a status."""
 
@@ -103,7 +150,12 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        return wrap_handler(handler, lambda fn: _map_errors(fn, handler_call_details.method))
+        if handler is None or not _is_async(handler):
+            return handler
+        method, streaming = handler_call_details.method, handler.request_streaming
+        wrapped = wrap_handler(handler, lambda fn: _map_errors(fn, method, streaming))
+        # Only a wrapped (async) behaviour knows to refuse the stand-in for an unparsable request.
+        return wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
 
 
 def wrap_handler(

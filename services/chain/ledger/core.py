@@ -13,6 +13,7 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
+import redis.exceptions
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -103,6 +104,13 @@ def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int) -> Ago
     return FailedPrecondition(str(err))
 
 
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError, TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
+"""What a call raises while Redis is down or restarting: redis-py's own ConnectionError (loading
+included) and TimeoutError are not the builtins, so catching only those misses them."""
+
+
 class NotLeader(Exception):
     """This process lost the block-production lease; it must stop writing blocks."""
 
@@ -150,6 +158,7 @@ class LedgerCore:
         k = self.keys
         upfront = xt.upfront
         if precheck and xt.call_name in CALL_SCRIPTS:
+            await self._refuse_used(xt)
             upfront += await self.check_call(xt)
         try:
             nxt = await self._scripts["submit"](
@@ -159,6 +168,25 @@ class LedgerCore:
         except ResponseError as err:
             raise _submit_error(err, xt, upfront) from None
         return int(nxt)
+
+    async def _refuse_used(self, xt: CheckedExtrinsic) -> None:
+        """Refuse a replay or a used nonce as such before the call's own checks, which would otherwise
+        answer for it (a replayed serve_axon is RateLimited: RESOURCE_EXHAUSTED, which invites a
+        retry). Only a fast path: submit.lua checks both again, atomically with queueing."""
+        k = self.keys
+        async with self.redis.pipeline(transaction=False) as pipe:
+            pipe.hexists(k.status, xt.hash.hex())
+            pipe.hget(k.nonces, xt.signer)
+            pipe.hget(k.pool_next, xt.signer)
+            known, applied, queued = await pipe.execute()
+        applied = int(applied or 0)
+        if known:
+            raise DuplicateExtrinsic(f"extrinsic {xt.hash.hex()} was already submitted")
+        if xt.nonce < applied:
+            raise StaleNonce(f"nonce {xt.nonce} of {xt.signer} is already used: the next nonce is {applied}")
+        if xt.nonce < int(queued or 0):
+            raise DuplicateExtrinsic(f"nonce {xt.nonce} of {xt.signer} is already queued: the next free nonce is "
+                                     f"{int(queued)}")
 
     async def check_call(self, xt: CheckedExtrinsic) -> int:
         """Run xt's call checks against current state, writing nothing; return the rao the call
