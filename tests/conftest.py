@@ -47,3 +47,27 @@ async def client(chain: ChainNode) -> AsyncIterator[ChainClient]:
     c = ChainClient(f"127.0.0.1:{chain.server.port}")
     yield c
     await c.close()
+
+
+# Real models for the slow suites, loaded once per session (the first use pays a few seconds) and
+# shared: a Miner only reads its model. One torch thread each: two cores serve up to three at once.
+
+@pytest.fixture(scope="session")
+def smol():
+    from services.miner.model import LoadOptions, load_model
+
+    return load_model("smollm2-135m", LoadOptions(threads=1))
+
+
+@pytest.fixture(scope="session")
+def gemma():
+    from services.miner.model import LoadOptions, load_model
+
+    return load_model("gemma3-270m", LoadOptions(threads=1))
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    from services.miner.model import LoadOptions, load_model
+
+    return load_model("minilm-l6", LoadOptions(threads=1))

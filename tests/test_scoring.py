@@ -13,6 +13,7 @@ from services.validator.sampling import RetrievalRound, TranslationItem
 from services.validator.scoring import (
     FLOOR_LOSS,
     FLOOR_PROB,
+    corpus_bleu,
     echo_bleu,
     normalize_scores,
     score_next_token,
@@ -132,6 +133,20 @@ def test_fixed_sentence_and_malformed_translations_score_zero(french_items: list
     baseline = echo_bleu(french_items)
     assert (score_translation([i.reference for i in french_items], french_items, baseline=baseline).score
             == pytest.approx(1.0))
+
+
+def test_a_fixed_sentence_scores_zero_even_in_rounds_where_it_beats_echo(french_items: list[TranslationItem]) -> None:
+    # a validator's round is a few sentences: there, a typical message of the domain sometimes
+    # shares more n-grams with the references than the untranslated sources do
+    fixed = "Le fichier demandé n'a pas pu être ouvert."
+    rng = np.random.default_rng(2)
+    beat_echo = 0
+    for _ in range(100):
+        items = [french_items[i] for i in rng.choice(len(french_items), size=6, replace=False)]
+        beat_echo += corpus_bleu([fixed] * 6, [i.reference for i in items]) > echo_bleu(items)
+        assert score_translation([fixed] * 6, items).score == 0.0
+        assert score_translation([i.reference for i in items], items).score == pytest.approx(1.0)
+    assert beat_echo >= 5, beat_echo   # the case this guards against does occur
 
 
 # Embedding ---------------------------------------------------------------------------------------

@@ -142,6 +142,8 @@ class Net:
     data: dict[Task, TaskData]
     miners: list[Miner] = field(default_factory=list)
     keys: list = field(default_factory=list)
+    # validator hotkey -> stake: who the miners answer (more validators may be added before add_miners)
+    callers: dict[str, int] = field(default_factory=lambda: {VALIDATOR.ss58_address: TAO})
 
     @property
     def chain(self) -> str:
@@ -161,7 +163,7 @@ class Net:
             loader = (lambda m=model: m) if not isinstance(model, str) else (lambda m=model: toys.make(m))
             miner = Miner(MinerSettings(netuid=self.netuid, task=self.task, model=getattr(model, "name", model),
                                         host="127.0.0.1", port=0, metrics_port=None, warm_up=False),
-                          hotkey=key, stake_of={VALIDATOR.ss58_address: TAO}.get,
+                          hotkey=key, stake_of=self.callers.get,
                           loader=_slow(loader, delay_s) if delay_s else loader)
             self.miners.append(miner)
             await miner.start()
@@ -328,8 +330,10 @@ async def test_a_round_asks_every_miner_the_same_items_and_noise_scores_near_zer
     assert echo.score.score < 0.1 * a.score.score
     assert by_hotkey[ghost.ss58_address].result == "failed" and by_hotkey[ghost.ss58_address].score.score == 0
     assert sum(result.shares.values()) == pytest.approx(1.0)
-    # the EMA moved by alpha towards each share; the validator itself is not scored
-    assert loop.ema.values[a.uid] == pytest.approx(0.1 * result.shares[a.uid])
+    # the EMA moved by alpha towards each score squared (score_power 2, absolute, not the round's
+    # share: a round only noise answered must not hand noise a full share); the validator is not scored
+    assert loop.ema.values[a.uid] == pytest.approx(0.1 * a.score.score ** 2)
+    assert loop.ema.values[noise.uid] < 1e-3 * loop.ema.values[a.uid]
     assert await net.uid(VALIDATOR.ss58_address) not in loop.ema.values
     await loop.pool.close()
 
@@ -564,12 +568,64 @@ async def test_a_miner_that_disconnects_is_routed_around(net: Net, data):
             await net.miners[1].stop()
             with pytest.raises(aio.AioRpcError) as err:
                 await stub.Query(request)
-            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and "no miner answered" in err.value.details()
+            # refused before any attempt once a round has seen it fail too, else after the attempt
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert re.search("no miner (answered|serves)", err.value.details()), err.value.details()
             rounds = validator.loop.rounds
             await wait_for(lambda: _rounds(validator, rounds + 1))
             assert all(o.result != "answered" for o in validator.loop.last_round.outcomes)
     finally:
         await validator.stop()
+
+
+async def test_a_query_no_miner_can_answer_is_refused_before_the_payment(net: Net, data):
+    validator = Validator(net.settings(), hotkey=VALIDATOR, coldkey=PAYEE, data=data[Task.NEXT_TOKEN])
+    await validator.start()
+    try:
+        async with aio.insecure_channel(f"127.0.0.1:{validator.port}") as channel:
+            stub = validator_pb2_grpc.ValidatorStub(channel)
+
+            async def query(payment):
+                return await stub.Query(validator_pb2.QueryRequest(
+                    netuid=net.netuid, payment=payment, payer=CHARLIE.ss58_address,
+                    generate=validator_pb2.GenerateInput(prompt="Once upon a time")))
+
+            async def balances():
+                return await balance(net, CHARLIE.ss58_address), await balance(net, PAYEE)
+
+            # no miner on the subnet: refused, and the signed payment never reaches the chain
+            payment = await net.client.sign(CHARLIE, calls.transfer_call(PAYEE, FEE))
+            before = await balances()
+            with pytest.raises(aio.AioRpcError) as err:
+                await query(payment)
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE and "no miner serves" in err.value.details()
+            assert await balances() == before
+
+            # a miner comes and answers a round: the very same payment (its nonce unused) now buys an answer
+            await net.add_miners(["echo"])
+            uid = await net.uid(net.keys[0].ss58_address)
+            await wait_for(lambda: _last_result(validator, uid, "answered"))
+            reply = await query(payment)
+            assert (reply.uid, reply.text, reply.fee_rao) == (uid, " Once upon a time", FEE)
+            chain_fee = (await net.client.info()).transfer_fee
+            after = await balances()
+            assert after == (before[0] - FEE - chain_fee, before[1] + FEE)
+
+            # it goes away: once a round has seen it fail, the next query is refused before its payment
+            await net.miners[0].stop()
+            await wait_for(lambda: _last_result(validator, uid, "failed"))
+            with pytest.raises(aio.AioRpcError) as err:
+                await query(await net.client.sign(CHARLIE, calls.transfer_call(PAYEE, FEE)))
+            assert err.value.code() is grpc.StatusCode.UNAVAILABLE
+            assert "failed the validator's last round" in err.value.details(), err.value.details()
+            assert await balances() == after
+    finally:
+        await validator.stop()
+
+
+async def _last_result(validator: Validator, uid: int, result: str) -> bool:
+    record = validator.loop.records.get(uid)
+    return record is not None and record.last_result == result
 
 
 async def test_scores_rpc_cli_and_metrics(running):

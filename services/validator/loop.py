@@ -29,7 +29,7 @@ from services.validator.datasets import TaskData
 from services.validator.ema import EmaState, cap_max_share, weights_from_ema
 from services.validator.miners import MinerPool
 from services.validator.sampling import round_rng
-from services.validator.scoring import RoundScore, normalize_scores
+from services.validator.scoring import RoundScore, normalize_scores, powered_score
 from services.validator.settings import ValidatorSettings
 from services.validator.store import EmaStore, MemoryStore
 from services.validator.subnet import Endpoint, SubnetView, read_subnet
@@ -77,6 +77,7 @@ class MinerRecord:
     answered: int = 0
     failed: int = 0
     timeouts: int = 0
+    last_result: str = ""      # of the last round that asked it (answered | failed | timeout); "": not asked yet
     down_until: float = 0.0    # monotonic time; a miner that failed a query is tried last until then
 
 
@@ -100,6 +101,7 @@ class ValidatorLoop:
     last_weights: WeightsSet | None = field(default=None, init=False)
     _rounds_since_weights: int = field(default=0, init=False)
     _weights_retry_at: int = field(default=0, init=False)
+    _last_weights_problem: tuple[str, str] | None = field(default=None, init=False)
     _new_block: asyncio.Event = field(default_factory=asyncio.Event, init=False)
 
     def __post_init__(self) -> None:
@@ -151,7 +153,10 @@ class ValidatorLoop:
         shares = normalize_scores({o.uid: o.score.score for o in outcomes}, self.settings.score_power)
         miners = {n.uid: n.hotkey for n in view.neurons
                   if not n.is_validator_endpoint and n.hotkey != self.hotkey.ss58_address}
-        self.ema = self.ema.update(shares, miners)
+        # The average keeps absolute scores (to the power), normalised only when weights are set: a
+        # round's shares would hand a lone noise miner all of a round that the real miners missed.
+        powered = {o.uid: powered_score(o.score.score, self.settings.score_power) for o in outcomes}
+        self.ema = self.ema.update(powered, miners)
         await self.store.save(self.ema)
         seconds = time.perf_counter() - started
         result = RoundResult(index, view.block, seconds, tuple(outcomes), shares)
@@ -188,6 +193,7 @@ class ValidatorLoop:
             record = self.records.setdefault(o.uid, MinerRecord(o.hotkey))
             record.endpoint = by_uid[o.uid].target
             record.last_score, record.last_metric = o.score.score, o.score.metric
+            record.last_result = o.result
             if o.result == ANSWERED:
                 record.answered += 1
                 record.down_until = 0.0
@@ -232,6 +238,7 @@ class ValidatorLoop:
             state = chain_pb2.ExtrinsicStatus.State.Name(status.state)
             return self._weights_result("failed", view, f"{state} {status.error}")
         self.last_weights = WeightsSet(status.block_number, dict(zip(uids, weights, strict=True)))
+        self._last_weights_problem = None
         self._rounds_since_weights = 0
         metrics.weights_set.labels(str(self.netuid), "ok").inc()
         metrics.last_weights_timestamp_seconds.labels(str(self.netuid)).set(time.time())
@@ -250,7 +257,10 @@ class ValidatorLoop:
     def _weights_result(self, result: str, view: SubnetView, why: str) -> str:
         self._weights_retry_at = view.block + RETRY_BLOCKS
         metrics.weights_set.labels(str(self.netuid), result).inc()
-        log.warning("no weights set on subnet %d (%s): %s", self.netuid, result, why)
+        # said once, not at every retry: a validator waiting for its first scores would fill its log
+        level = logging.DEBUG if (result, why) == self._last_weights_problem else logging.WARNING
+        self._last_weights_problem = (result, why)
+        log.log(level, "no weights set on subnet %d (%s): %s", self.netuid, result, why)
         return result
 
     # ---- running ----
@@ -314,6 +324,22 @@ class ValidatorLoop:
             return (down, -self.ema.values.get(e.uid, 0.0), -last, e.uid)
 
         return sorted(self.view.miners(self.hotkey.ss58_address), key=key)
+
+    def serving(self) -> list[Endpoint]:
+        """Miners that may answer a user now, by what this validator last saw: not failed or timed out
+        in the last round that asked them, nor failed a query in the last DOWN_SECONDS. A miner not
+        asked yet may answer: it gets the benefit of the doubt."""
+        if self.view is None:
+            return []
+        now = self.clock()
+
+        def up(e: Endpoint) -> bool:
+            record = self.records.get(e.uid)
+            if record is None or record.hotkey != e.hotkey:
+                return True
+            return record.last_result in ("", ANSWERED) and record.down_until <= now
+
+        return [e for e in self.view.miners(self.hotkey.ss58_address) if up(e)]
 
     def mark_down(self, endpoint: Endpoint) -> None:
         record = self.records.get(endpoint.uid)

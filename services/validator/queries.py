@@ -3,7 +3,15 @@ answer is, and the desk that takes the payment and then routes the query.
 
 Order matters for the user's money: everything that can refuse a query without the chain (its
 shape, the task, whether any miner serves, the payment's own checks) runs before the payment is
-submitted; after the chain has included it, the query is served.
+submitted; after the chain has included it, the query is served. "Serves" is what this validator
+last saw: a miner with an endpoint that answered the last round that asked it (or was not asked
+yet) and has not failed a user's query since. When there is none, the query is refused with
+UNAVAILABLE and the payment is never submitted.
+
+What remains: a miner seen answering can fail after the payment is in a block (it went away since
+the last round, or is too slow this time). Then, once every chosen miner has failed, the query
+ends UNAVAILABLE ("no miner answered") and the fee stays paid: the validator holds only its
+coldkey's public address, so it cannot sign a refund.
 """
 
 from __future__ import annotations
@@ -147,14 +155,16 @@ class QueryDesk:
         result = "error"
         try:
             check_task(query, self.task, self.netuid)
-            self.router.candidates()              # no miner, no charge
+            # chosen before the payment and kept after it: no miner up, no charge, and no refusal
+            # once the user has paid
+            candidates = self.router.candidates()
             receipt = None
             if self.cashier.fee_rao > 0:
                 receipt = await self.cashier.settle(self.cashier.check(payment, payer))
                 metrics.fees_earned_rao.labels(str(self.netuid)).inc(receipt.payment.amount_rao)
             routed = await self.router.route(lambda client, budget: ask(query, client, budget),
                                              lambda answer: well_formed(query, answer),
-                                             min(timeout_s or self.timeout_s, self.timeout_s))
+                                             min(timeout_s or self.timeout_s, self.timeout_s), candidates)
             result = "ok"
             return QueryResult(routed, receipt)
         except PaymentRequired:

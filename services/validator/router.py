@@ -24,7 +24,7 @@ class NoMinerAnswered(Unavailable):
 
 
 class NoMinerServing(Unavailable):
-    """The subnet has no miner with an endpoint."""
+    """The subnet has no miner with an endpoint, or none that answered the validator lately."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,14 +43,25 @@ class Router:
         self.max_attempts = max_attempts
 
     def candidates(self) -> list[Endpoint]:
+        """The miners to ask, best first; NoMinerServing if none is known to be up (checked before a
+        user pays, so that a query nobody can answer costs nothing)."""
         ranked = self.loop.ranked()
         if not ranked:
             raise NoMinerServing(f"no miner serves subnet {self.loop.netuid} right now; try again later")
-        return ranked[: self.max_attempts]
+        up = {e.uid for e in self.loop.serving()}
+        if not up:
+            raise NoMinerServing(f"no miner serves subnet {self.loop.netuid} right now: all {len(ranked)} failed "
+                                 "the validator's last round or a recent query; try again later")
+        chosen = ranked[: self.max_attempts]
+        if not up.intersection(e.uid for e in chosen):
+            # the attempts would all go to miners seen failing: the last one goes to the best that answered
+            chosen[-1] = next(e for e in ranked if e.uid in up)
+        return chosen
 
     async def route(self, ask: Callable[[MinerClient, float], Awaitable[Any]], well_formed: Callable[[Any], bool],
                     timeout_s: float, candidates: list[Endpoint] | None = None) -> Routed:
-        """Ask the candidates one after another until one answers well within its attempt deadline."""
+        """Ask the candidates (default: `candidates()`) one after another until one answers well within
+        its attempt deadline."""
         deadline = time.monotonic() + timeout_s
         errors = []
         for attempt, endpoint in enumerate(candidates or self.candidates(), 1):

@@ -7,9 +7,13 @@ Each score subtracts what doing nothing earns, so the weights a round hands out 
                perplexity). The log score is strictly proper, so reporting one's real beliefs is the
                best strategy; the mean of p would reward piling all mass on one guess. A noise or
                " " miner sits at the floor and scores 0; one nat less loss is e (2.72) times the score.
-  translation  score = (BLEU - BLEU of echoing the source) / (100 - that), clipped at 0: an untranslated
-               source shares names, numbers and punctuation with the reference and gets a few BLEU
-               points, which must not turn into weight. The metric stays sacreBLEU's corpus BLEU.
+  translation  score = (BLEU - zero) / (100 - zero), clipped at 0, zero = the larger of the BLEU of echoing
+               the source and the miner's own BLEU against the round's references shifted out of
+               line. An untranslated source shares names, numbers and punctuation with the reference
+               and gets a few BLEU points; an answer that ignores its source (one fixed sentence,
+               fluent boilerplate of the domain) matches the wrong references as well as the right
+               ones, and beat echo in 27% of 6-sentence rounds of gettext messages. Neither may turn
+               into weight. The metric stays sacreBLEU's corpus BLEU.
   embedding    score = (accuracy - 1/pool) / (1 - 1/pool), clipped at 0: random vectors find their
                passage by chance 1/pool of the time. A query counts only if its own passage is
                strictly nearest, so a constant vector (every similarity tied) scores 0, not chance.
@@ -102,16 +106,34 @@ def echo_bleu(items: Sequence[TranslationItem], *, tokenize: str = BLEU_TOKENIZE
     return corpus_bleu([i.source for i in items], [i.reference for i in items], tokenize=tokenize)
 
 
+UNPAIRED_SHIFTS = 4   # misalignments averaged: more only steadies the zero of a real model a little
+
+
+def unpaired_bleu(hypotheses: Sequence[str], references: Sequence[str], *, tokenize: str = BLEU_TOKENIZE) -> float:
+    """Mean corpus BLEU of the hypotheses against the references rotated by up to UNPAIRED_SHIFTS
+    evenly spaced offsets (0 for fewer than 2): what the answers earn without fitting their sources.
+    For identical hypotheses (a fixed sentence) every rotation gives exactly the aligned BLEU."""
+    n = len(references)
+    if n < 2:
+        return 0.0
+    shifts = sorted({1 + k * (n - 1) // UNPAIRED_SHIFTS for k in range(min(UNPAIRED_SHIFTS, n - 1))})
+    return math.fsum(corpus_bleu(hypotheses, [*references[s:], *references[:s]], tokenize=tokenize)
+                     for s in shifts) / len(shifts)
+
+
 def score_translation(hypotheses: object, items: Sequence[TranslationItem], *, tokenize: str = BLEU_TOKENIZE,
                       baseline: float | None = None) -> RoundScore:
-    """Corpus BLEU against the human references; `baseline` is echo_bleu(items), computed once per
-    round by a caller that scores many miners. A non-string hypothesis counts as empty."""
+    """Corpus BLEU against the human references, scored above the larger of echo's BLEU (`baseline`,
+    echo_bleu(items), computed once per round by a caller that scores many miners) and the answers'
+    own BLEU out of line (unpaired_bleu). A non-string hypothesis counts as empty."""
     n = len(items)
     if n == 0 or isinstance(hypotheses, str | bytes) or not isinstance(hypotheses, Sequence) or len(hypotheses) != n:
         return RoundScore(0.0, 0.0, n)
     hyps = [h if isinstance(h, str) else "" for h in hypotheses]
-    bleu = corpus_bleu(hyps, [i.reference for i in items], tokenize=tokenize)
-    zero = echo_bleu(items, tokenize=tokenize) if baseline is None else baseline
+    references = [i.reference for i in items]
+    bleu = corpus_bleu(hyps, references, tokenize=tokenize)
+    echo = echo_bleu(items, tokenize=tokenize) if baseline is None else baseline
+    zero = max(echo, unpaired_bleu(hyps, references, tokenize=tokenize))
     score = max(0.0, (bleu - zero) / (100.0 - zero)) if zero < 100.0 else 0.0
     return RoundScore(min(1.0, score), bleu, n)
 
@@ -162,6 +184,13 @@ def score_retrieval(round_: RetrievalRound, query_vectors: object, passage_vecto
 
 # Round -> weights --------------------------------------------------------------------------------
 
+def powered_score(score: object, power: float = 1.0) -> float:
+    """score ** power; NaN, negatives and non-numbers count as 0."""
+    if not power > 0:
+        raise ValueError(f"power {power} must be positive")
+    return float(score) ** power if isinstance(score, Real) and math.isfinite(score) and score > 0 else 0.0
+
+
 def normalize_scores(scores: Mapping[int, float], power: float = 1.0) -> dict[int, float]:
     """uid -> share of the round: score ** power over the sum of those (NaN and negatives count as 0);
     a round in which nobody scored stays all zero rather than spreading weight evenly over failures.
@@ -169,10 +198,7 @@ def normalize_scores(scores: Mapping[int, float], power: float = 1.0) -> dict[in
     `power` > 1 concentrates the round on the best: at 2, a next-token miner one nat of loss behind
     gets e^-2 (14%) of the leader's share instead of e^-1, and an adversary four nats behind (echo)
     e^-8 instead of e^-4 (1.8%): next to nothing, as it should be."""
-    if not power > 0:
-        raise ValueError(f"power {power} must be positive")
-    clean = {uid: float(s) ** power if isinstance(s, Real) and math.isfinite(s) and s > 0 else 0.0
-             for uid, s in scores.items()}
+    clean = {uid: powered_score(s, power) for uid, s in scores.items()}
     total = math.fsum(clean.values())
     if total <= 0.0:
         return dict.fromkeys(clean, 0.0)

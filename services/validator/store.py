@@ -35,13 +35,14 @@ class MemoryStore:
 
 
 class RedisStore:
-    """One JSON value per (validator hotkey, netuid): `agora:validator:<hotkey>:<netuid>:ema`."""
+    """One JSON value per (validator hotkey, netuid): `agora:validator:<hotkey>:<netuid>:ema:v2`.
+    v2: the average of score ** power (v1 averaged per-round shares; its values are not comparable)."""
 
     def __init__(self, url: str, hotkey: str, netuid: int) -> None:
         import redis.asyncio as aioredis
 
         self.redis = aioredis.from_url(url)
-        self.key = f"agora:validator:{hotkey}:{netuid}:ema"
+        self.key = f"agora:validator:{hotkey}:{netuid}:ema:v2"
 
     async def load(self) -> EmaState | None:
         raw = await self.redis.get(self.key)
