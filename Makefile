@@ -40,8 +40,13 @@ test-fast: setup
 bench: setup
 	$(PY) -m bench --group $(BENCH) --out bench.json
 
+# the reliability tests with many more examples and crash rounds, then their figures in soak.json
+soak: setup
+	AGORA_SOAK=1 $(PY) -m pytest -q -p no:cacheprovider --timeout=0 tests/test_reliability_ledger.py tests/test_reliability_crash.py
+	AGORA_SOAK=1 $(PY) -m bench.reliability_chain --out soak.json
+
 lint: setup
 	$(VENV)/bin/ruff check .
 
 clean:
-	rm -rf gen .run bench.json
+	rm -rf gen .run bench.json soak.json

@@ -348,6 +348,7 @@ def test_redis_is_a_statefulset_with_a_volume_append_only_and_a_password_from_a_
     redis = main_container(sts)
     assert {"name": vct["metadata"]["name"], "mountPath": "/data"} in redis["volumeMounts"]
     assert "appendonly yes" in conf["data"]["redis.conf"] and "dir /data" in conf["data"]["redis.conf"]
+    assert "appendfsync always" in conf["data"]["redis.conf"]   # finalized blocks survive a machine crash
     env = {e["name"]: e for e in redis["env"]}
     assert env["REDIS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "password"
     assert "requirepass" in redis["args"][0] and "$REDIS_PASSWORD" in redis["args"][0]

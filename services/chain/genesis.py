@@ -33,12 +33,16 @@ async def ensure_genesis(ledger: Ledger, settings: ChainSettings) -> tuple[bytes
     existing = await ledger.genesis()
     if existing is not None:
         return existing
-    config = settings.genesis_config()
+    return await install_genesis(ledger, settings.genesis_config())
+
+
+async def install_genesis(ledger: Ledger, config: dict) -> tuple[bytes, dict]:
+    """Write block 0 of a genesis configuration (ChainSettings.genesis_config, or one read back from
+    another replica, as replay does) unless Redis has one; return (genesis hash, settings in force)."""
     block = genesis_block(config)
     root_hp = root_hyperparameters(NetworkParams.from_config(config)).to_hash()
-    await ledger.write_genesis(
-        block.header.hash, block.SerializeToString(), json.dumps(config), settings.genesis_balances, root_hp
-    )
+    balances = {address: int(rao) for address, rao in config["balances"].items()}
+    await ledger.write_genesis(block.header.hash, block.SerializeToString(), json.dumps(config), balances, root_hp)
     got = await ledger.genesis()
     assert got is not None
     return got

@@ -23,7 +23,7 @@ from services.chain.codec import event_bytes, header_hash, merkle_root
 from services.chain.coinbase import plan_coinbase
 from services.chain.epoch import run_epoch
 from services.chain.extrinsics import CheckedExtrinsic, decode_queued, extrinsic_fee
-from services.chain.ledger import ApplyResult, Ledger, NotLeader, epoch_step
+from services.chain.ledger import REDIS_UNREACHABLE, ApplyResult, Ledger, NotLeader, epoch_step
 from services.chain.subnets import ROOT_NETUID, is_epoch_block
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class BlockProducer:
             except NotLeader:
                 log.warning("block producer %s lost its lease mid-block; standing by", self.token)
                 self.is_leader = False
-            except (TimeoutError, ConnectionError, OSError) as exc:
+            except REDIS_UNREACHABLE as exc:
                 log.warning("block producer cannot reach Redis (%s); retrying", exc)
                 await asyncio.sleep(min(1.0, self.block_time))
             except Exception:
@@ -126,9 +126,13 @@ class BlockProducer:
             await self.ledger.release_lease(self.token)
         self.is_leader = False
 
-    async def produce_block(self) -> chain_pb2.Block:
+    async def produce_block(self, now_ms: int | None = None) -> chain_pb2.Block:
+        """Produce the next block. now_ms: its timestamp (default the clock; replay passes the
+        recorded one). A resumed pending block keeps the timestamp it was begun with."""
         started = time.perf_counter()
-        pending = await self.ledger.begin_block(self.token, self.max_block_extrinsics, int(time.time() * 1000))
+        if now_ms is None:
+            now_ms = int(time.time() * 1000)
+        pending = await self.ledger.begin_block(self.token, self.max_block_extrinsics, now_ms)
         extrinsics = [decode_queued(raw) for raw in pending.extrinsics]
         fees = [extrinsic_fee(xt.call_name, self.fee) for xt in extrinsics]
         done = await self.ledger.pending_results()     # non-empty only when resuming a crashed block

@@ -14,7 +14,7 @@ from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.chain import metrics, views
 from services.chain.emission import block_emission
 from services.chain.extrinsics import check_extrinsic
-from services.chain.ledger import Ledger
+from services.chain.ledger import REDIS_UNREACHABLE, Ledger
 from services.chain.subnets import MAX_NETUID
 from services.common import keys
 from services.common.error_mapping import status_code_for
@@ -39,7 +39,7 @@ class BlockFollower:
             try:
                 await self.ledger.wait_for_block_after(self.head, timeout_ms=1000)
                 head, _ = await self.ledger.head()
-            except (ConnectionError, OSError):
+            except REDIS_UNREACHABLE:  # Redis restarting: keep following, or waiters wait out their timeout
                 await asyncio.sleep(0.5)
                 continue
             if head != self.head:

@@ -40,6 +40,7 @@ class RedisServer:
     data_dir: Path
     port: int = 0
     appendonly: bool = True
+    appendfsync: str = "everysec"   # "always": a write is on disk before Redis acknowledges it
     password: str | None = None
     process: subprocess.Popen | None = field(default=None, repr=False)
 
@@ -60,8 +61,9 @@ class RedisServer:
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--appendonly", "yes" if self.appendonly else "no",
-            # every write reaches the disk within a second; `always` is for the crash tests that need it
-            "--appendfsync", "everysec",
+            # everysec: every write reaches the disk within a second; `always` for crash tests that need
+            # every acknowledged write on disk
+            "--appendfsync", self.appendfsync,
             "--save", "",
             "--daemonize", "no",
             "--logfile", str(self.data_dir / "redis.log"),

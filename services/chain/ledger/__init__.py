@@ -5,7 +5,14 @@ stake, delegates) and economy (coinbase, epoch payouts, issuance accounting). Ke
 keys.py, each call's script arguments in calls.py.
 """
 
-from services.chain.ledger.core import AccountState, ApplyResult, LedgerCore, NotLeader, PendingBlock
+from services.chain.ledger.core import (
+    REDIS_UNREACHABLE,
+    AccountState,
+    ApplyResult,
+    LedgerCore,
+    NotLeader,
+    PendingBlock,
+)
 from services.chain.ledger.economy import Economy, EconomyWrites, epoch_step
 from services.chain.ledger.keys import StateKeys, SubnetKeys
 from services.chain.ledger.reads import DelegateRow, StakeRow, SubnetReads
@@ -16,6 +23,6 @@ class Ledger(SubnetReads, EconomyWrites, LedgerCore):
 
 
 __all__ = [
-    "AccountState", "ApplyResult", "DelegateRow", "Economy", "Ledger", "NotLeader", "PendingBlock", "StakeRow",
-    "StateKeys", "SubnetKeys", "epoch_step",
+    "REDIS_UNREACHABLE", "AccountState", "ApplyResult", "DelegateRow", "Economy", "Ledger", "NotLeader",
+    "PendingBlock", "StakeRow", "StateKeys", "SubnetKeys", "epoch_step",
 ]
