@@ -48,8 +48,17 @@ def _validator() -> dict[str, float]:
     return asyncio.run(validator_bench.run())
 
 
+def _reliability() -> dict[str, float]:
+    """Counts of what the reliability runs tried (valid and invalid extrinsics, crashes, bad inputs
+    per method) beside what must stay 0 (tokens lost, state changed by rejected input), and the
+    miner's throughput and p99 at 1x, 3x and 10x its capacity."""
+    from bench import reliability_chain, reliability_input, reliability_load
+
+    return reliability_chain.run() | reliability_input.run() | reliability_load.run()
+
+
 GROUPS: dict[str, Callable[[], dict[str, float]]] = {
-    "chain": _chain, "yuma": _yuma, "miner": _miner, "validator": _validator,
+    "chain": _chain, "yuma": _yuma, "miner": _miner, "validator": _validator, "reliability": _reliability,
 }
 
 

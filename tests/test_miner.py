@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import copy
 import hashlib
 import re
 import threading
@@ -23,7 +24,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from agora.miner.v1 import miner_pb2
 from services.common import keys
 from services.common.errors import NotFound, Overloaded, PermissionDenied, Unauthenticated, Unavailable
-from services.miner import auth, sources, toys
+from services.miner import auth, packed, sources, toys
 from services.miner.batcher import Batcher, DeadlineTooShort, QueueFull
 from services.miner.client import MinerClient
 from services.miner.main import Miner, MinerSettings
@@ -210,6 +211,25 @@ async def test_batcher_sheds_when_full_but_lets_more_stake_in(recorder_batcher):
     outcomes = await asyncio.gather(*low, return_exceptions=True)
     assert sum(isinstance(o, QueueFull) for o in outcomes) == 1   # the last low one made room
     assert isinstance(outcomes[2], Overloaded)
+
+
+async def test_batcher_bounds_the_rows_waiting_and_big_stake_evicts_as_many_as_it_needs(recorder_batcher):
+    rec, b = recorder_batcher
+    b.queue_limit, b.queue_rows = 10, 6
+    blocker = await rec.hold(b)
+    low = [asyncio.ensure_future(b.submit("k", [f"low{i}a", f"low{i}b"], priority=1)) for i in range(3)]
+    await asyncio.sleep(0)
+    assert b.depth == 3                          # 6 rows waiting: full, though only 3 requests
+    with pytest.raises(QueueFull, match="6 rows"):
+        await b.submit("k", ["one more"], priority=1)
+    high = asyncio.ensure_future(b.submit("k", ["h1", "h2", "h3"], priority=100))
+    await asyncio.sleep(0)
+    assert b.depth == 2 and b.stats.refused == 3   # two low requests (4 rows) made room for three rows
+    rec.gate.set()
+    await blocker
+    assert await high == ["k:h1", "k:h2", "k:h3"]
+    outcomes = await asyncio.gather(*low, return_exceptions=True)
+    assert [isinstance(o, QueueFull) for o in outcomes] == [False, True, True]
 
 
 async def test_batcher_drops_expired_and_cancelled_requests_before_compute(recorder_batcher):
@@ -428,6 +448,48 @@ def test_token_table_classes(tiny_lm):
     assert cls("\n") == nextword.SPACE
     assert cls("e") == nextword.CONT
     assert int(table.classes[tokenizer.eos_token_id]) == nextword.SPECIAL
+
+
+def test_the_blocked_top_k_finds_what_topk_finds():
+    generator = torch.Generator().manual_seed(3)
+    logits = torch.randn(40, 49_152, generator=generator) * 4
+    logits[:5, 1_000:1_008] += 30   # the best ones crowded into one block
+    probs = logits.softmax(-1)
+    for k in (1, 8, 12):
+        values, ids = nextword._top(probs, k)
+        want = probs.topk(k, dim=-1)
+        assert torch.equal(values, want.values) and torch.equal(ids, want.indices)
+
+
+@pytest.mark.skipif(not packed.available(), reason="this torch has no oneDNN")
+def test_packed_linear_layers_answer_alike_and_survive_deepcopy_and_degrade(tiny_lm):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    model, tokenizer, table = tiny_lm
+    fast = copy.deepcopy(model)
+    assert packed.pack_linears(fast) == 2 * 7 + 1
+    plain_words = nextword.next_words(model, tokenizer, table, PREFIXES, top_k=5)
+    packed_words = nextword.next_words(fast, tokenizer, table, PREFIXES, top_k=5)
+    for a, b in zip(plain_words, packed_words, strict=True):
+        assert [w for w, _ in a] == [w for w, _ in b]
+        assert np.allclose([p for _, p in a], [p for _, p in b], atol=1e-5)
+    # A tied output layer (SmolLM2's is its embedding) gets the same noise packed or not, and stays tied.
+    torch.manual_seed(0)
+    tied = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True)).eval()
+    tied_packed = copy.deepcopy(tied)
+    packed.pack_linears(tied_packed)
+    twin = copy.deepcopy(tied_packed)                       # a packed model deep-copies
+    for m in (tied, tied_packed, twin):
+        degrade(m, 0.1, seed=5)
+    assert packed.is_packed(twin) and twin.lm_head.tied is twin.model.embed_tokens.weight
+    ids = torch.tensor([[1, 2, 3, 4]])
+    with torch.inference_mode():
+        want = tied(input_ids=ids).logits
+        for m in (tied_packed, twin):
+            assert torch.allclose(m(input_ids=ids).logits, want, atol=1e-5)
+    packed.unpack_linears(twin)
+    assert {k: v.shape for k, v in twin.state_dict().items()} == {k: v.shape for k, v in tied.state_dict().items()}
 
 
 # ---- degradation, toys, sources ----

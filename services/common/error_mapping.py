@@ -142,7 +142,11 @@ def _is_async(handler: grpc.RpcMethodHandler) -> bool:
 
 
 class ErrorMappingInterceptor(aio.ServerInterceptor):
-    """Turns exceptions escaping any handler (all four RPC shapes) into a status."""
+    """Turns exceptions escaping any handler (all four RPC shapes) into a status. Each method's
+    wrapped handler is built once (registered handlers are the same object on every call)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -152,10 +156,15 @@ class ErrorMappingInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or not _is_async(handler):
             return handler
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         method, streaming = handler_call_details.method, handler.request_streaming
         wrapped = wrap_handler(handler, lambda fn: _map_errors(fn, method, streaming))
         # Only a wrapped (async) behaviour knows to refuse the stand-in for an unparsable request.
-        return wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
+        wrapped = wrapped._replace(request_deserializer=_lenient(handler.request_deserializer))
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
 
 
 def wrap_handler(

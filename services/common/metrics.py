@@ -85,24 +85,36 @@ def _final_code(context: aio.ServicerContext, exc: BaseException | None) -> grpc
 
 @dataclass
 class _Rpc:
+    """One method's metric children, bound once: `.labels()` costs a lock and a dict lookup per call."""
+
     grpc_type: str
     grpc_service: str
     grpc_method: str
     request_streaming: bool
 
+    def __post_init__(self) -> None:
+        labels = self.labels()
+        self.started = STARTED.labels(*labels)
+        self.received = MSG_RECEIVED.labels(*labels)
+        self.seconds = HANDLING_SECONDS.labels(*labels)
+        self.handled: dict[grpc.StatusCode, Any] = {}
+
     def labels(self) -> tuple[str, str, str]:
         return (self.grpc_type, self.grpc_service, self.grpc_method)
 
     def begin(self, request: Any) -> tuple[float, Any]:
-        STARTED.labels(*self.labels()).inc()
+        self.started.inc()
         if self.request_streaming:
-            return time.perf_counter(), _count(request, MSG_RECEIVED.labels(*self.labels()))
-        MSG_RECEIVED.labels(*self.labels()).inc()
+            return time.perf_counter(), _count(request, self.received)
+        self.received.inc()
         return time.perf_counter(), request
 
     def end(self, started: float, code: grpc.StatusCode) -> None:
-        HANDLED.labels(*self.labels(), CODE_NAMES.get(code, "Unknown")).inc()
-        HANDLING_SECONDS.labels(*self.labels()).observe(time.perf_counter() - started)
+        handled = self.handled.get(code)
+        if handled is None:
+            handled = self.handled[code] = HANDLED.labels(*self.labels(), CODE_NAMES.get(code, "Unknown"))
+        handled.inc()
+        self.seconds.observe(time.perf_counter() - started)
 
 
 async def _count(requests: AsyncIterable[Any], counter: Any) -> AsyncIterator[Any]:
@@ -155,7 +167,11 @@ def _instrument(fn: Callable[..., Any], rpc: _Rpc) -> Callable[..., Any]:
 
 
 class MetricsInterceptor(aio.ServerInterceptor):
-    """Records grpc_server_* metrics; put it before the error interceptor so it sees mapped codes."""
+    """Records grpc_server_* metrics; put it before the error interceptor so it sees mapped codes.
+    Each method's wrapped handler is built once (registered handlers are the same object each call)."""
+
+    def __init__(self) -> None:
+        self._wrapped: dict[str, tuple[Any, Any]] = {}
 
     async def intercept_service(
         self,
@@ -165,6 +181,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
+        cached = self._wrapped.get(handler_call_details.method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         service, _, method = handler_call_details.method.lstrip("/").partition("/")
         rpc = _Rpc(
             _RPC_TYPES[(handler.request_streaming, handler.response_streaming)],
@@ -172,7 +191,9 @@ class MetricsInterceptor(aio.ServerInterceptor):
             method,
             handler.request_streaming,
         )
-        return wrap_handler(handler, lambda fn: _instrument(fn, rpc))
+        wrapped = wrap_handler(handler, lambda fn: _instrument(fn, rpc))
+        self._wrapped[handler_call_details.method] = (handler, wrapped)
+        return wrapped
 
 
 @dataclass

@@ -3,6 +3,7 @@
     settings.py  MinerSettings
     sources.py   model aliases, local paths, hub ids; GGUF converted once into <cache>/models (services.common.cache)
     model.py     load_model(), CausalLM / Encoder, degrade() (a quality ladder), warm_up()
+    packed.py    linear layers with oneDNN-packed weights (the CPU matmuls, ~2x torch's default)
     toys.py      adversarial "models": echo, noise
     tasks/       nextword (whole-word search over subword tokens), generate, translate, embed
     auth.py      signed envelopes; Authenticator: AllowAll, SignatureAuthenticator(stake_of)

@@ -86,6 +86,8 @@ def method_path(name: str) -> str:
 
 def body_hash(message: Any, envelope_field: str = "auth") -> bytes:
     """SHA-256 of `message` serialised deterministically without its envelope field."""
+    if not message.HasField(envelope_field):   # a response before it is signed: no copy needed
+        return hashlib.sha256(message.SerializeToString(deterministic=True)).digest()
     body = type(message)()
     body.CopyFrom(message)
     body.ClearField(envelope_field)
@@ -131,10 +133,11 @@ def sign_request(
 def sign_response(keypair: Keypair, method: str, response: Any, digest: bytes) -> None:
     """Fill `response.signature` in place (miner side)."""
     h = body_hash(response, "signature")
+    hotkey = keypair.ss58_address
     sig = response.signature
-    sig.miner_hotkey = keypair.ss58_address
+    sig.miner_hotkey = hotkey
     sig.body_hash = h
-    sig.signature = keypair.sign(response_payload(method, keypair.ss58_address, digest, h))
+    sig.signature = keypair.sign(response_payload(method, hotkey, digest, h))
 
 
 def verify_response(method: str, response: Any, digest: bytes, miner_hotkey: str) -> bool:

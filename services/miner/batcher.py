@@ -11,8 +11,9 @@ settings that must match within a batch); it returns one result per row.
 - A batch closes when it holds `max_batch` rows or when the oldest waiting request has waited
   `max_wait_ms`; while the model is busy, requests simply accumulate for the next batch.
 - The queue is ordered by priority (the caller's stake), then arrival. At most `queue_limit`
-  requests wait: past that a request is refused at once with RESOURCE_EXHAUSTED, unless it
-  outranks the lowest waiting request, which is then refused in its place.
+  requests, and at most `queue_rows` rows, wait: past that a request is refused at once with
+  RESOURCE_EXHAUSTED, unless it outranks the lowest waiting requests, which are then refused in its
+  place. Counting rows bounds the wait of an admitted request whatever the sizes of those ahead.
 - A request whose caller went away (cancelled) or whose deadline passed is dropped before compute.
 """
 
@@ -74,6 +75,7 @@ class Batcher:
         max_batch: int = 8,
         max_wait_ms: float = 10.0,
         queue_limit: int = 64,
+        queue_rows: int | None = None,
         executor: ThreadPoolExecutor | None = None,
         on_batch: OnBatch | None = None,
         on_depth: Callable[[int], None] | None = None,
@@ -85,6 +87,7 @@ class Batcher:
         self.max_batch = max_batch
         self.max_wait = max_wait_ms / 1000
         self.queue_limit = queue_limit
+        self.queue_rows = queue_rows        # None: only the number of requests is bounded
         self.executor = executor or ThreadPoolExecutor(1, thread_name_prefix="miner-compute")
         self._own_executor = executor is None
         self.on_batch = on_batch
@@ -126,15 +129,15 @@ class Batcher:
             raise Unavailable("the miner is shutting down")
         loop = asyncio.get_running_loop()
         entry = _Entry((-priority, next(self._arrivals)), key, rows, deadline, loop.time(), loop.create_future())
-        if len(self._queue) >= self.queue_limit:
-            worst = self._queue[-1]
-            if worst.order < entry.order:
-                self.stats.refused += 1
-                raise QueueFull(f"queue full ({self.queue_limit} waiting); retry later")
-            self._queue.pop()
+        evicted = self._make_room(entry)
+        if evicted is None:
             self.stats.refused += 1
-            worst.future.set_exception(QueueFull(f"queue full ({self.queue_limit} waiting) and a caller "
-                                                 "with more stake arrived; retry later"))
+            raise QueueFull(f"queue full ({self._fullness()}); retry later")
+        for worst in evicted:
+            self._queue.remove(worst)
+            self.stats.refused += 1
+            worst.future.set_exception(QueueFull(f"queue full ({self._fullness()}) and a caller with more "
+                                                 "stake arrived; retry later"))
         bisect.insort(self._queue, entry)
         self._depth_changed()
         self._wakeup.set()
@@ -145,6 +148,26 @@ class Batcher:
             entry.future.cancel()
             if self._remove(entry):
                 self.stats.dropped += 1
+
+    def _make_room(self, entry: _Entry) -> list[_Entry] | None:
+        """The waiting requests to refuse so that `entry` fits (lowest priority first, each below
+        `entry`), or None if it does not fit even so."""
+        count, rows = len(self._queue) + 1, sum(len(e.rows) for e in self._queue) + len(entry.rows)
+        victims: list[_Entry] = []
+        for worst in reversed(self._queue):
+            if count <= self.queue_limit and (self.queue_rows is None or rows <= self.queue_rows):
+                break
+            if worst.order < entry.order:
+                return None
+            victims.append(worst)
+            count, rows = count - 1, rows - len(worst.rows)
+        if count > self.queue_limit or (self.queue_rows is not None and rows > self.queue_rows):
+            return None
+        return victims
+
+    def _fullness(self) -> str:
+        rows = f", {sum(len(e.rows) for e in self._queue)} rows" if self.queue_rows is not None else ""
+        return f"{len(self._queue)} waiting{rows}"
 
     def _remove(self, entry: _Entry) -> bool:
         i = bisect.bisect_left(self._queue, entry)

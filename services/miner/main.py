@@ -60,6 +60,9 @@ class Miner:
         check_task(settings.task)
         if settings.auth not in AUTH_MODES:
             raise InvalidRequest(f"auth {settings.auth!r} is not one of {', '.join(AUTH_MODES)}")
+        if settings.queue_rows < settings.max_request_items:
+            raise InvalidRequest(f"queue_rows {settings.queue_rows} is below max_request_items "
+                                 f"{settings.max_request_items}: the largest request could never wait")
         self.settings = settings
         self.hotkey = hotkey or keys.hotkey_keypair(
             keys.wallet(settings.wallet_name, settings.wallet_hotkey, settings.wallet_path)
@@ -67,14 +70,14 @@ class Miner:
         self.authenticator = authenticator or self._authenticator(stake_of)
         self.loader = loader or (lambda: load_model(settings.model_spec, LoadOptions(
             dtype=settings.dtype, threads=settings.threads, degrade=settings.degrade, seed=settings.seed,
-            gguf_file=settings.gguf_file,
+            gguf_file=settings.gguf_file, pack=settings.pack_weights,
         )))
         self.methods = TASK_METHODS[settings.task]
         self.engine = Engine(settings.task, self.methods, settings.max_batch)
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="miner-compute")
         self.batcher = Batcher(
             self.engine.execute, max_batch=settings.max_batch, max_wait_ms=settings.max_wait_ms,
-            queue_limit=settings.queue_limit, executor=self.executor,
+            queue_limit=settings.queue_limit, queue_rows=settings.queue_rows, executor=self.executor,
             on_batch=self._observe_batch, on_depth=metrics.queued_requests.labels(settings.task).set,
         )
         self.server = AgoraServer(name="miner", host=settings.host, port=settings.port,

@@ -18,7 +18,7 @@ import torch
 from tqdm.auto import tqdm
 
 from services.common.errors import FailedPrecondition, InvalidRequest
-from services.miner import toys
+from services.miner import packed, toys
 from services.miner.sources import ModelSource, resolve
 from services.miner.tasks import embed as embed_task
 from services.miner.tasks import generate as generate_task
@@ -115,6 +115,7 @@ class LoadOptions:
     seed: int = 0               # seeds the degradation noise and the noise toy
     gguf_file: str | None = None
     kind: str | None = None     # "causal" or "encoder" when the folder's config does not tell
+    pack: bool = True           # oneDNN-packed linear layers (services.miner.packed): ~2x faster matmuls
 
 
 def set_threads(threads: int) -> None:
@@ -160,6 +161,8 @@ def _load(source: ModelSource, options: LoadOptions) -> Model:
             degrade(net, options.degrade, options.seed)
             name = f"{name}+noise{options.degrade:g}"
             bar.update()
+    if options.pack:
+        log.info("%s: %d linear layers packed for oneDNN", source.name, packed.pack_linears(net))
     if source.kind == "encoder":
         return Encoder(name, net, tokenizer)
     return CausalLM(name, net, tokenizer)
@@ -170,10 +173,12 @@ def degrade(module: torch.nn.Module, fraction: float, seed: int = 0) -> None:
     """Add N(0, (fraction * std(tensor))^2) noise to every floating-point weight, in place and seeded.
 
     A quality ladder for tests and demos: 0.1 costs SmolLM2 ~0.7 nats of next-word loss. Tied
-    weights (embedding = output layer) are one tensor and get noise once.
+    weights (embedding = output layer) are one tensor and get noise once. A packed model is unpacked
+    for it and packed again, so it gets exactly the noise its unpacked self would.
     """
     if not 0 <= fraction <= 10:
         raise InvalidRequest(f"degrade fraction {fraction} is outside 0..10")
+    repack = packed.unpack_linears(module) > 0
     generator = torch.Generator().manual_seed(seed)
     seen: set[int] = set()
     for _, tensor in sorted(module.state_dict(keep_vars=True).items()):
@@ -183,6 +188,8 @@ def degrade(module: torch.nn.Module, fraction: float, seed: int = 0) -> None:
         std = tensor.float().std()
         noise = torch.randn(tensor.shape, generator=generator, dtype=torch.float32) * (fraction * std)
         tensor.add_(noise.to(tensor.dtype))
+    if repack:
+        packed.pack_linears(module)
 
 
 WARM_UP_TEXT = "The quick brown fox jumps over the lazy dog"

@@ -71,6 +71,11 @@ class MinerService:
         self.engine = engine
         self.batcher = batcher
         self.limits = limits
+        self.hotkey = keypair.ss58_address   # the keypair derives it anew on every read
+        # Metric children bound once: labels() takes a lock and hashes its labels on every call.
+        self._inflight = metrics.inflight_requests.labels(task)
+        self._seconds = {name: metrics.request_seconds.labels(task, name) for name in ("Info", *self.methods)}
+        self._answered: dict[tuple[str, str], Any] = {}   # (method, result) -> agora_miner_requests child
 
     # ---- plumbing shared by every call ----
 
@@ -81,7 +86,7 @@ class MinerService:
         path = method_path(name)
         started = time.perf_counter()
         result = "OK"
-        metrics.inflight_requests.labels(self.task).inc()
+        self._inflight.inc()
         try:
             envelope = request.auth if request.HasField("auth") else None
             try:
@@ -102,9 +107,12 @@ class MinerService:
             result = "Internal"
             raise
         finally:
-            metrics.inflight_requests.labels(self.task).dec()
-            metrics.requests.labels(self.task, name, result).inc()
-            metrics.request_seconds.labels(self.task, name).observe(time.perf_counter() - started)
+            self._inflight.dec()
+            answered = self._answered.get((name, result))
+            if answered is None:
+                answered = self._answered[name, result] = metrics.requests.labels(self.task, name, result)
+            answered.inc()
+            self._seconds[name].observe(time.perf_counter() - started)
 
     async def _run(
         self, key: Hashable, rows: Sequence[Any], caller: auth.CallerInfo, context: aio.ServicerContext
@@ -138,7 +146,7 @@ class MinerService:
             return miner_pb2.InfoResponse(
                 task=TASK_ENUM[self.task],
                 model=self.model_name,
-                hotkey=self.keypair.ss58_address,
+                hotkey=self.hotkey,
                 netuid=self.netuid,
                 version=self.version,
                 methods=list(self.methods),
