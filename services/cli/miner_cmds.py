@@ -106,6 +106,10 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
                    help="how long a batch waits to fill (default 10)")
     p.add_argument("--queue-limit", type=_positive_int, default=64,
                    help="waiting requests before RESOURCE_EXHAUSTED (default 64)")
+    p.add_argument("--queue-rows", type=_positive_int, default=256,
+                   help="waiting rows (prefixes, sentences, texts) before RESOURCE_EXHAUSTED (default 256)")
+    p.add_argument("--no-pack", dest="pack_weights", action="store_false",
+                   help="keep torch's default matmul instead of oneDNN-packed linear layers")
     p.add_argument("--degrade", type=_fraction, default=0.0,
                    help="weight noise as a fraction of each tensor's std (a weaker model, for tests and demos)")
     p.add_argument("--seed", type=int, default=0, help="seeds --degrade and the noise model")
@@ -152,7 +156,8 @@ def start(args: argparse.Namespace) -> int:
         model=args.model, gguf_file=args.gguf_file, dtype=args.dtype, threads=args.threads,
         degrade=args.degrade, seed=args.seed, host=args.host, port=args.port, axon_host=args.axon_host,
         axon_port=args.axon_port, metrics_port=args.metrics_port, max_batch=args.max_batch,
-        max_wait_ms=args.max_wait_ms, queue_limit=args.queue_limit, metagraph_refresh_blocks=args.refresh_blocks,
+        max_wait_ms=args.max_wait_ms, queue_limit=args.queue_limit, queue_rows=args.queue_rows,
+        pack_weights=args.pack_weights, metagraph_refresh_blocks=args.refresh_blocks,
     )
     logging.basicConfig(level=os.environ.get("AGORA_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
