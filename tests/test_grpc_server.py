@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 import pytest
+import redis.exceptions
 from google.protobuf import descriptor_pb2
 from grpc import aio
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -38,6 +39,9 @@ class FakeChain(chain_pb2_grpc.ChainServicer):
 
     async def GetBlock(self, request, context):
         raise RuntimeError("secret detail from the database")
+
+    async def GetExtrinsicStatus(self, request, context):
+        raise redis.exceptions.ConnectionError("Connection closed by server.")
 
     async def SubscribeBlocks(self, request, context):
         for number in (1, 2):
@@ -95,6 +99,14 @@ async def test_agora_error_maps_to_its_kind(channel: aio.Channel) -> None:
         await stub.GetAccount(chain_pb2.GetAccountRequest(address="x"))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert info.value.details() == "bad ss58 'x'"
+
+
+async def test_an_unreachable_store_is_unavailable_not_internal(channel: aio.Channel) -> None:
+    """Redis restarting is an outage to retry through, not a bug with an error id."""
+    with pytest.raises(aio.AioRpcError) as info:
+        await chain_pb2_grpc.ChainStub(channel).GetExtrinsicStatus(chain_pb2.GetExtrinsicStatusRequest())
+    assert info.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "retry" in info.value.details() and "id=" not in info.value.details()
 
 
 async def test_success_passes_through(channel: aio.Channel) -> None:

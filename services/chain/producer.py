@@ -23,8 +23,9 @@ from services.chain.codec import event_bytes, header_hash, merkle_root
 from services.chain.coinbase import plan_coinbase
 from services.chain.epoch import run_epoch
 from services.chain.extrinsics import CheckedExtrinsic, decode_queued, extrinsic_fee
-from services.chain.ledger import REDIS_UNREACHABLE, ApplyResult, Ledger, NotLeader, epoch_step
+from services.chain.ledger import ApplyResult, Ledger, NotLeader, epoch_step
 from services.chain.subnets import ROOT_NETUID, is_epoch_block
+from services.common.errors import REDIS_UNREACHABLE
 
 log = logging.getLogger(__name__)
 

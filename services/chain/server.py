@@ -14,11 +14,11 @@ from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.chain import metrics, views
 from services.chain.emission import block_emission
 from services.chain.extrinsics import check_extrinsic
-from services.chain.ledger import REDIS_UNREACHABLE, Ledger
+from services.chain.ledger import Ledger
 from services.chain.subnets import MAX_NETUID
 from services.common import keys
 from services.common.error_mapping import status_code_for
-from services.common.errors import AgoraError, InvalidRequest, NotFound
+from services.common.errors import REDIS_UNREACHABLE, AgoraError, InvalidRequest, NotFound
 
 MAX_BATCH = 10_000
 

@@ -52,7 +52,14 @@ def new_error_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
+# The store being unreachable is a transient outage, not a bug; OSError alone is too broad to map.
+_STORE_DOWN = tuple(t for t in errors.REDIS_UNREACHABLE if t is not OSError)
+
+
 async def _abort_for(exc: Exception, context: aio.ServicerContext, method: str) -> None:
+    if isinstance(exc, _STORE_DOWN):
+        log.warning("%s: state store unreachable (%s)", method, type(exc).__name__)
+        await context.abort(grpc.StatusCode.UNAVAILABLE, "the state store is unreachable right now; retry shortly")
     code = status_code_for(exc)
     if code is grpc.StatusCode.INTERNAL:
         error_id = new_error_id()

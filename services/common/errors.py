@@ -1,8 +1,17 @@
 """The project's error hierarchy. No gRPC import here: the server maps kinds to codes once.
 
 An AgoraError is an expected failure caused by the request; its message is shown to the caller,
-so it says what was wrong and with which value. Anything else is a bug and becomes INTERNAL.
+so it says what was wrong and with which value. Anything else is a bug and becomes INTERNAL,
+except that Redis being unreachable (REDIS_UNREACHABLE) is UNAVAILABLE: retrying is the right answer.
 """
+
+import redis.exceptions
+
+REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
+    ConnectionError, TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
+)
+"""What a call raises while Redis is down or restarting: redis-py's own ConnectionError (loading
+included) and TimeoutError are not the builtins, so catching only those misses them."""
 
 
 class AgoraError(Exception):

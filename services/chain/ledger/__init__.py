@@ -6,7 +6,6 @@ keys.py, each call's script arguments in calls.py.
 """
 
 from services.chain.ledger.core import (
-    REDIS_UNREACHABLE,
     AccountState,
     ApplyResult,
     LedgerCore,
@@ -23,6 +22,6 @@ class Ledger(SubnetReads, EconomyWrites, LedgerCore):
 
 
 __all__ = [
-    "REDIS_UNREACHABLE", "AccountState", "ApplyResult", "DelegateRow", "Economy", "Ledger", "NotLeader",
+    "AccountState", "ApplyResult", "DelegateRow", "Economy", "Ledger", "NotLeader",
     "PendingBlock", "StakeRow", "StateKeys", "SubnetKeys", "epoch_step",
 ]

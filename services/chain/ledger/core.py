@@ -13,7 +13,6 @@ from importlib import resources
 from typing import Any
 
 import redis.asyncio as aioredis
-import redis.exceptions
 from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
@@ -102,13 +101,6 @@ def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int) -> Ago
     if word == "NOT_LEADER":
         return Unavailable(value)
     return FailedPrecondition(str(err))
-
-
-REDIS_UNREACHABLE: tuple[type[BaseException], ...] = (
-    ConnectionError, TimeoutError, OSError, redis.exceptions.ConnectionError, redis.exceptions.TimeoutError,
-)
-"""What a call raises while Redis is down or restarting: redis-py's own ConnectionError (loading
-included) and TimeoutError are not the builtins, so catching only those misses them."""
 
 
 class NotLeader(Exception):
