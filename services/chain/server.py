@@ -101,7 +101,15 @@ class ChainService(chain_pb2_grpc.ChainServicer):
         deadline = time.monotonic() + timeout
         while True:
             head = self.follower.head
-            status = status_message(xt_hash, await self.ledger.extrinsic_status(xt_hash))
+            try:
+                status = status_message(xt_hash, await self.ledger.extrinsic_status(xt_hash))
+            except REDIS_UNREACHABLE:
+                # the extrinsic is queued already: a Redis restart must not end the wait (the
+                # caller would resubmit and be refused as a duplicate); an outage past it does
+                if time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
+                continue
             left = deadline - time.monotonic()
             if status.state != chain_pb2.ExtrinsicStatus.QUEUED or left <= 0:
                 return status
