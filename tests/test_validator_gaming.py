@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +29,8 @@ from services.validator import catalogs
 from services.validator.datasets import TaskData, load_task_data
 from services.validator.items import Task
 from tests.gaming_miners import Constant, CopySource, FixedSentence, Letters, Lookup, Whitespace
-from tests.test_validator import Net, make_net, wait_for
+from tests.test_validator import Net, make_net
+from tests.test_validator_ladder import Outcome, play
 
 pytestmark = pytest.mark.slow
 
@@ -39,51 +38,9 @@ TOP_K = 10
 NOTHING = 0.01   # "earns nothing": under 1% of the miners' emission
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    names: list[str]
-    metrics: list[float]      # mean of the task's metric over the rounds
-    shares: list[float]       # share of the incentive paid to miners at the epoch after the weights
-    emission_rao: list[int]   # what each miner was paid at that epoch
-
-
 async def task_net(redis_server, task: Task, data: TaskData) -> AsyncIterator[Net]:
     async for net in make_net(redis_server, {task: data}, str(task), tempo=20):
         yield net
-
-
-async def play(net: Net, miners: Sequence[object], *, rounds: int, items: int) -> Outcome:
-    """Serve `miners`, score `rounds` rounds of `items`, set weights, and read the next epoch."""
-    started = time.perf_counter()
-    served = await net.add_miners(miners)
-    loop = net.loop(round_items=items, top_k=TOP_K, timeout_s=600.0, weights_interval_blocks=1)
-    await loop.start()
-    uids = [await net.uid(k.ss58_address) for k in net.keys]
-    metrics = []
-    for _ in range(rounds):
-        result = await loop.run_round()
-        assert all(o.result == "answered" for o in result.outcomes), [(o.uid, o.error) for o in result.outcomes]
-        by_uid = {o.uid: o.score.metric for o in result.outcomes}
-        metrics.append([by_uid[u] for u in uids])
-    assert await wait_for(loop.maybe_set_weights) == "ok"
-    block = loop.last_weights.block
-    await wait_for(lambda: _epoch_after(net, block), timeout=30)
-    m = await net.client.metagraph(net.netuid)
-    incentive = np.array([m.neurons[u].incentive for u in uids], dtype=float)
-    assert incentive.sum() > 0, "no incentive was paid"
-    outcome = Outcome([s.engine.model_name for s in served], list(np.mean(metrics, axis=0)),
-                      list(incentive / incentive.sum()), [m.neurons[u].emission for u in uids])
-    print(f"\n{net.task}, {rounds} rounds x {items} items, {time.perf_counter() - started:.1f}s:")
-    for name, uid, metric, share, rao in zip(outcome.names, uids, outcome.metrics, outcome.shares,
-                                             outcome.emission_rao, strict=True):
-        print(f"  {name:16s} uid {uid}  metric {metric:7.3f}  ema {loop.ema.values.get(uid, 0.0):.5f}  "
-              f"incentive share {share:.5f}  emission {rao} rao")
-    await loop.pool.close()
-    return outcome
-
-
-async def _epoch_after(net: Net, block: int) -> bool:
-    return (await net.client.subnet(net.netuid)).last_epoch_block > block
 
 
 def assert_real_model_earns_and_gamers_nothing(outcome: Outcome) -> None:

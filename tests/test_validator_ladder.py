@@ -22,7 +22,8 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -59,17 +60,24 @@ async def ladder_net(redis_server, task: str) -> AsyncIterator[Net]:
         yield net
 
 
-async def run_ladder(net: Net, ladder: list, *, rounds: int, items: int) -> list[float]:
-    """Rounds over the ladder's miners, weights, the next epoch; each miner's share of the incentive."""
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    names: list[str]
+    metrics: list[float]      # mean of the task's metric over the rounds
+    shares: list[float]       # share of the incentive paid to miners at the epoch after the weights
+    emission_rao: list[int]   # what each miner was paid at that epoch
+
+
+async def play(net: Net, miners: Sequence[object], *, rounds: int, items: int) -> Outcome:
+    """Serve `miners`, score `rounds` rounds of `items`, set weights, and read the next epoch."""
     started = time.perf_counter()
-    miners = await net.add_miners(ladder)
+    served = await net.add_miners(miners)
     loop = net.loop(round_items=items, top_k=TOP_K, timeout_s=600.0, weights_interval_blocks=1)
     await loop.start()
     uids = [await net.uid(k.ss58_address) for k in net.keys]
-    round_s, metrics = [], []
+    metrics = []
     for _ in range(rounds):
         result = await loop.run_round()
-        round_s.append(result.seconds)
         assert all(o.result == "answered" for o in result.outcomes), [(o.uid, o.error) for o in result.outcomes]
         by_uid = {o.uid: o.score.metric for o in result.outcomes}
         metrics.append([by_uid[u] for u in uids])
@@ -78,19 +86,25 @@ async def run_ladder(net: Net, ladder: list, *, rounds: int, items: int) -> list
     await wait_for(lambda: _epoch_after(net, block), timeout=30)
     m = await net.client.metagraph(net.netuid)
     incentive = np.array([m.neurons[u].incentive for u in uids], dtype=float)
-    shares = incentive / max(1.0, incentive.sum())
-    print(f"\n{net.task} ladder, {rounds} rounds x {items} items: {time.perf_counter() - started:.1f}s in all, "
-          f"rounds {' '.join(f'{s:.1f}' for s in round_s)}s")
-    mean = np.mean(metrics, axis=0)
-    for miner, uid, metric, share in zip(miners, uids, mean, shares, strict=True):
-        print(f"  {miner.engine.model_name:26s} uid {uid}  mean {net.task} metric {metric:7.3f}  "
-              f"ema {loop.ema.values.get(uid, 0.0):.4f}  incentive {share:.4f}")
+    assert incentive.sum() > 0, "no incentive was paid"
+    outcome = Outcome([s.engine.model_name for s in served], list(np.mean(metrics, axis=0)),
+                      list(incentive / incentive.sum()), [m.neurons[u].emission for u in uids])
+    print(f"\n{net.task}, {rounds} rounds x {items} items, {time.perf_counter() - started:.1f}s:")
+    for name, uid, metric, share, rao in zip(outcome.names, uids, outcome.metrics, outcome.shares,
+                                             outcome.emission_rao, strict=True):
+        print(f"  {name:16s} uid {uid}  metric {metric:7.3f}  ema {loop.ema.values.get(uid, 0.0):.5f}  "
+              f"incentive share {share:.5f}  emission {rao} rao")
     await loop.pool.close()
-    return list(shares)
+    return outcome
 
 
 async def _epoch_after(net: Net, block: int) -> bool:
     return (await net.client.subnet(net.netuid)).last_epoch_block > block
+
+
+async def run_ladder(net: Net, ladder: list, *, rounds: int, items: int) -> list[float]:
+    """Each ladder miner's share of the incentive at the epoch after the rounds' weights."""
+    return (await play(net, ladder, rounds=rounds, items=items)).shares
 
 
 async def test_next_word_ladder_ends_up_in_incentive_order(redis_server, gemma, smol):
