@@ -6,7 +6,6 @@ until each one's gRPC health says SERVING.
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,8 +55,7 @@ def start_miner(sup: Supervisor, sub: LiveSubnet, m: MinerPlan, chain: str, wall
     sup.agora(m.hotkey, "miner", "start", "--chain", chain, "--netuid", str(sub.netuid),
               "--wallet.name", wallet_name(m.coldkey), "--wallet.hotkey", m.hotkey, "--wallet.path", str(wallets),
               "--model", m.model, "--degrade", str(m.degrade), "--host", "127.0.0.1", "--port", str(p.port),
-              "--metrics-port", str(p.metrics_port), "--threads", "1",
-              env={"AGORA_LOG_LEVEL": os.environ.get("AGORA_LOG_LEVEL", "INFO")})
+              "--metrics-port", str(p.metrics_port), "--threads", "1")
     return p
 
 

@@ -8,7 +8,6 @@ real encrypted one, created once.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -45,5 +44,4 @@ def ensure_user_wallet(path: Path, name: str, password: str) -> Keypair:
                              capture_output=True, text=True, env=env, check=False)
         if out.returncode != 0:
             raise RuntimeError(f"creating wallet {name} failed: {out.stderr.strip()}")
-        json.loads(out.stdout or "{}")
     return keys.unlock_coldkey(w, password)
