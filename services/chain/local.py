@@ -21,6 +21,7 @@ from services.chain.ledger import Ledger
 from services.chain.producer import BlockProducer
 from services.chain.settings import ChainSettings
 from services.chain.subnets import NetworkParams
+from services.common.redis_client import redis_client
 
 LEASE_MS = 3_600_000
 
@@ -49,7 +50,7 @@ class LocalChain:
     @classmethod
     async def create(cls, settings: ChainSettings) -> LocalChain:
         """Genesis (if the network has none) on settings.redis_url; no gRPC server."""
-        redis = aioredis.from_url(settings.redis_url)
+        redis = redis_client(settings.redis_url)
         ledger = Ledger(redis, settings.network)
         chain_id, config = await ensure_genesis(ledger, settings)
         ledger.params = NetworkParams.from_config(config)

@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 
-import redis.asyncio as aioredis
-
 from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.chain.genesis import ensure_genesis
 from services.chain.ledger import Ledger
@@ -15,6 +13,7 @@ from services.chain.server import BlockFollower, ChainService
 from services.chain.settings import ChainSettings
 from services.chain.subnets import NetworkParams
 from services.common.grpc_server import AgoraServer
+from services.common.redis_client import redis_client
 
 log = logging.getLogger("agora.chain")
 SERVICE = "agora.chain.v1.Chain"
@@ -26,7 +25,7 @@ class ChainNode:
 
     def __init__(self, settings: ChainSettings) -> None:
         self.settings = settings
-        self.redis = aioredis.from_url(settings.redis_url, max_connections=256)
+        self.redis = redis_client(settings.redis_url, max_connections=256)
         self.ledger = Ledger(self.redis, settings.network)
         self.server = AgoraServer(
             name="chain", host=settings.host, port=settings.port, metrics_port=settings.metrics_port

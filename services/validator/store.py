@@ -39,9 +39,9 @@ class RedisStore:
     v2: the average of score ** power (v1 averaged per-round shares; its values are not comparable)."""
 
     def __init__(self, url: str, hotkey: str, netuid: int) -> None:
-        import redis.asyncio as aioredis
+        from services.common.redis_client import redis_client
 
-        self.redis = aioredis.from_url(url)
+        self.redis = redis_client(url)
         self.key = f"agora:validator:{hotkey}:{netuid}:ema:v2"
 
     async def load(self) -> EmaState | None:
