@@ -39,8 +39,16 @@ _CODES: dict[type[errors.AgoraError], grpc.StatusCode] = {
 HANDLER_FIELDS = ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
 
 
+# The store being unreachable is a transient outage, not a bug; OSError alone is too broad to map.
+_STORE_DOWN = tuple(t for t in errors.REDIS_UNREACHABLE if t is not OSError)
+STORE_DOWN_MESSAGE = "the state store is unreachable right now; retry shortly"
+
+
 def status_code_for(exc: BaseException) -> grpc.StatusCode:
-    """The code for `exc`: its nearest mapped kind, else INTERNAL (a bare AgoraError included)."""
+    """The code for `exc`: its nearest mapped kind, UNAVAILABLE for an unreachable store, else
+    INTERNAL (a bare AgoraError included)."""
+    if isinstance(exc, _STORE_DOWN):
+        return grpc.StatusCode.UNAVAILABLE
     for cls in type(exc).__mro__:
         code = _CODES.get(cls)
         if code is not None:
@@ -52,16 +60,12 @@ def new_error_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-# The store being unreachable is a transient outage, not a bug; OSError alone is too broad to map.
-_STORE_DOWN = tuple(t for t in errors.REDIS_UNREACHABLE if t is not OSError)
-
-
 async def _abort_for(exc: Exception, context: aio.ServicerContext, method: str) -> None:
-    if isinstance(exc, _STORE_DOWN):
-        log.warning("%s: state store unreachable (%s)", method, type(exc).__name__)
-        await context.abort(grpc.StatusCode.UNAVAILABLE, "the state store is unreachable right now; retry shortly")
     code = status_code_for(exc)
-    if code is grpc.StatusCode.INTERNAL:
+    if isinstance(exc, _STORE_DOWN):   # its own text names hosts and sockets, not what to do
+        log.warning("%s: state store unreachable (%s)", method, type(exc).__name__)
+        details = STORE_DOWN_MESSAGE
+    elif code is grpc.StatusCode.INTERNAL:
         error_id = new_error_id()
         log.error("internal error, id=%s in %s", error_id, method, exc_info=exc)
         details = f"internal error, id={error_id}"

@@ -179,7 +179,8 @@ async def summary(client: ChainClient, sup: Supervisor, live: list[subnets.LiveS
     say(f"\nsummary after {time.monotonic() - run.started:.0f}s (serving after {run.serving_s:.0f}s): "
         f"head #{info.head_number}, {run.extrinsics} extrinsics in {max(run.head - run.first_head + 1, 0)} blocks "
         f"seen, issuance {format_tao(info.total_issuance)} TAO")
-    first = f"{stats.first_answer_s + run.serving_s:.0f}s after start" if stats.first_answer_s is not None else "none"
+    first_s = stats.first_answer_at - run.started if stats.first_answer_at is not None else None
+    first = f"{first_s:.0f}s after start" if first_s is not None else "none"
     say(f"  user: {stats.answered} paid queries answered ({stats.failed} not), {format_tao(stats.paid_rao)} TAO "
         f"paid; first answered {first}")
     for who, n in sorted(stats.by_miner.items(), key=lambda kv: -kv[1]):
@@ -192,7 +193,7 @@ async def summary(client: ChainClient, sup: Supervisor, live: list[subnets.LiveS
     (RUN_DIR / "summary.json").write_text(json.dumps({
         "seconds": round(time.monotonic() - run.started, 1), "serving_after_s": round(run.serving_s, 1),
         "head": info.head_number, "queries_answered": stats.answered, "queries_failed": stats.failed,
-        "first_answer_after_s": round(stats.first_answer_s + run.serving_s, 1) if stats.first_answer_s else None,
+        "first_answer_after_s": round(first_s, 1) if first_s is not None else None,
         "answers_by_miner": stats.by_miner, "peak_rss_bytes": peak, "subnets": results,
     }, indent=2) + "\n")
 

@@ -92,8 +92,8 @@ async def _serving(proc: Process) -> bool:
     return reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
-async def wait_serving(sup: Supervisor, procs: list[Process], what: str, timeout_s: float = 900) -> float:
-    """A progress bar until every process is SERVING (models loaded and warmed); returns the seconds."""
+async def wait_serving(sup: Supervisor, procs: list[Process], what: str, timeout_s: float = 900) -> None:
+    """A progress bar until every process is SERVING (models loaded and warmed)."""
     started = time.monotonic()
     waiting = list(procs)
     with tqdm(total=len(procs), desc=f"  {what}", unit="service", leave=True) as bar:
@@ -110,4 +110,3 @@ async def wait_serving(sup: Supervisor, procs: list[Process], what: str, timeout
                     bar.update()
             if waiting:
                 await asyncio.sleep(0.5)
-    return time.monotonic() - started

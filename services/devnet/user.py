@@ -22,11 +22,10 @@ Say = Callable[[str], None]
 
 @dataclass
 class UserStats:
-    started: float = field(default_factory=time.monotonic)
     answered: int = 0
     failed: int = 0
     paid_rao: int = 0
-    first_answer_s: float | None = None
+    first_answer_at: float | None = None   # time.monotonic() of the first answered query
     by_miner: dict[str, int] = field(default_factory=dict)   # "subnet/miner label" -> answers
 
 
@@ -69,8 +68,8 @@ async def ask_forever(chain: ChainClient, payer: Keypair, subnets: list[LiveSubn
         else:
             stats.answered += 1
             stats.paid_rao += reply.fee_rao
-            if stats.first_answer_s is None:
-                stats.first_answer_s = time.monotonic() - stats.started
+            if stats.first_answer_at is None:
+                stats.first_answer_at = time.monotonic()
             label = sub.labels.get(reply.hotkey, reply.hotkey[:10])
             stats.by_miner[f"{sub.plan.name}/{label}"] = stats.by_miner.get(f"{sub.plan.name}/{label}", 0) + 1
             paid = f"paid {format_tao(reply.fee_rao)} TAO in block #{reply.payment_block}" if reply.fee_rao else "free"
