@@ -32,10 +32,10 @@ run: setup
 	RUN_SECONDS=$(RUN_SECONDS) $(PY) -m services.devnet
 
 test: setup
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -rs -p no:cacheprovider
 
 test-fast: setup
-	$(PY) -m pytest -q -p no:cacheprovider -m "not slow"
+	$(PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"
 
 bench: setup
 	$(PY) -m bench --group $(BENCH) --out bench.json

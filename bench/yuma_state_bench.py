@@ -17,6 +17,7 @@ import numpy as np
 from services.chain import client as calls
 from services.chain.epoch import compute_epoch, dividend_hotkeys, plan_payouts
 from services.chain.local import LocalChain
+from services.chain.pool import BlockLimits
 from services.chain.settings import ChainSettings, dev_balances
 from services.chain.subnets import NetworkParams
 from services.common.keys import dev_keypair
@@ -61,7 +62,7 @@ async def _epoch(local: LocalChain, netuid: int) -> float:
     emission into the subnet, so every uid with incentive or dividends is paid, as in a real epoch."""
     await local.produce()
     # pay_epoch is journaled in a pending block: open one, and let the next produce() seal it
-    pending = await local.ledger.begin_block(local.producer.token, 0, 0)
+    pending = await local.ledger.begin_block(local.producer.token, BlockLimits(max_extrinsics=0), 0)
     started = time.perf_counter()
     snap = await local.ledger.subnet_snapshot(netuid, weights=True, bonds=True)
     outputs = compute_epoch(snap, pending.number)

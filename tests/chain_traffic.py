@@ -214,7 +214,7 @@ async def submit_attempt(local: LocalChain, a: Attempt) -> tuple[chain_pb2.Extri
 async def submit_signed(local: LocalChain, xt: chain_pb2.Extrinsic, *, precheck: bool = True) -> bytes | AgoraError:
     try:
         checked = check_extrinsic(xt, local.chain_id, local.fee, local.ledger.params)
-        await local.ledger.submit(checked, local.pool_capacity, precheck=precheck)
+        await local.ledger.submit(checked, local.pool, precheck=precheck)
     except AgoraError as refused:
         return refused
     return checked.hash

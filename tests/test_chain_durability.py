@@ -8,6 +8,7 @@ from pathlib import Path
 
 from services.chain.client import ChainClient, transfer_call
 from services.chain.main import ChainNode
+from services.chain.pool import BlockLimits
 from services.common.keys import dev_keypair
 from services.common.redis_server import RedisServer
 from tests.conftest import chain_settings
@@ -69,7 +70,8 @@ async def test_crash_inside_a_block_applies_each_extrinsic_once(redis_server):
             xt = await client.sign(ALICE, transfer_call(BOB.ss58_address, 10 + j), nonce=start + j)
             hashes.append((await client.submit(xt, wait=False)).hash)
         bob0 = (await client.account(BOB.ss58_address)).free
-        pending = await node.ledger.begin_block(producer.token, 100, int(time.time() * 1000))
+        pending = await node.ledger.begin_block(producer.token, BlockLimits(max_extrinsics=100),
+                                                int(time.time() * 1000))
         from services.chain.extrinsics import decode_queued
         xts = [decode_queued(r) for r in pending.extrinsics]
         await node.ledger.apply_extrinsics(producer.token, [(i, xts[i], producer.fee) for i in range(3)])
@@ -77,7 +79,7 @@ async def test_crash_inside_a_block_applies_each_extrinsic_once(redis_server):
         await node.redis.delete(node.ledger.keys.lease)
         from services.chain.producer import BlockProducer
         successor = BlockProducer(node.ledger, producer_id="successor", block_time_ms=60_000, lease_ms=5_000,
-                                  max_block_extrinsics=100, transfer_fee=producer.fee)
+                                  limits=BlockLimits(max_extrinsics=100), transfer_fee=producer.fee)
         assert await node.ledger.hold_lease(successor.token, 5_000)
         block = await successor.produce_block()
         assert block.header.number == pending.number
@@ -89,7 +91,7 @@ async def test_crash_inside_a_block_applies_each_extrinsic_once(redis_server):
         # the old producer is fenced out: it no longer holds the lease, so its writes are refused
         from services.chain.ledger import NotLeader
         try:
-            await node.ledger.begin_block(producer.token, 100, 0)
+            await node.ledger.begin_block(producer.token, BlockLimits(max_extrinsics=100), 0)
             raise AssertionError("a producer without the lease wrote a block")
         except NotLeader:
             pass

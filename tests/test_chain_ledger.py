@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import grpc
 import pytest
 
 from agora.chain.v1 import chain_pb2
 from services.chain.client import sign_extrinsic, transfer_call
+from services.chain.extrinsics import check_extrinsic
+from services.chain.local import LocalChain
 from services.common.keys import dev_keypair
 from services.common.units import MAX_AMOUNT_RAO
+from tests.conftest import chain_settings
 
 ALICE, BOB, CHARLIE = dev_keypair("Alice"), dev_keypair("Bob"), dev_keypair("Charlie")
 
@@ -145,9 +149,9 @@ async def test_bad_reads(client):
     assert st.state == chain_pb2.ExtrinsicStatus.UNKNOWN
 
 
-async def test_failed_call_burns_fee_and_changes_nothing_else(client):
-    """Two queued transfers that each pass the submit check but together overdraw: the second fails
-    in its block, pays its fee, and moves nothing."""
+async def test_queued_transfers_cannot_overdraw_together(client):
+    """Two transfers that each fit the balance but together overdraw: the pool reserves the first's
+    fee and amount, so the second is refused at submit and changes nothing."""
     fee = (await client.info()).transfer_fee
     carol = dev_keypair("Carol")
     await client.transfer(ALICE, carol.ss58_address, 10_000 + 2 * fee)
@@ -155,11 +159,35 @@ async def test_failed_call_burns_fee_and_changes_nothing_else(client):
     second = await client.sign(carol, transfer_call(BOB.ss58_address, 9_000), nonce=1)
     bob0 = (await client.account(BOB.ss58_address)).free
     await client.submit(first, wait=False)
-    r2 = await client.submit(second, wait=True)
-    assert r2.status.state == chain_pb2.ExtrinsicStatus.INCLUDED and not r2.status.success
-    assert "InsufficientFunds" in r2.status.error
-    assert (await client.account(carol.ss58_address)).free == 10_000 + 2 * fee - 9_000 - 2 * fee
-    assert (await client.account(BOB.ss58_address)).free == bob0 + 9_000
+    with pytest.raises(grpc.aio.AioRpcError) as err:
+        await client.submit(second, wait=True)
+    assert err.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "held by its queued extrinsics" in err.value.details()
+    r1 = await client.submit(await client.sign(carol, transfer_call(BOB.ss58_address, 1), nonce=1), wait=True)
+    assert r1.status.success
+    assert (await client.account(carol.ss58_address)).free == 10_000 + 2 * fee - 9_001 - 2 * fee
+    assert (await client.account(BOB.ss58_address)).free == bob0 + 9_001
+
+
+async def test_a_transfer_that_overdraws_in_its_block_pays_its_fee_and_moves_nothing(redis_server):
+    """Defence in depth: a transfer queued without its reservation (forged here; admission never
+    does it) is checked again when applied: it fails, burns its fee and moves nothing."""
+    local = await LocalChain.create(chain_settings(redis_server))
+    try:
+        carol = dev_keypair("Carol")
+        await local.run(ALICE, transfer_call(carol.ss58_address, 1_000 + local.fee))
+        signed = sign_extrinsic(carol, 0, local.chain_id, transfer_call(BOB.ss58_address, 5_000))
+        xt = dataclasses.replace(check_extrinsic(signed, local.chain_id, local.fee), upfront=0)
+        await local.ledger.submit(xt, local.pool)
+        bob0 = (await local.ledger.account(BOB.ss58_address)).free
+        await local.produce()
+        out = await local.outcome(xt.hash)
+        assert out.state == "included" and not out.ok and out.error.startswith("InsufficientFunds"), out
+        assert (await local.ledger.account(carol.ss58_address)).free == 1_000
+        assert (await local.ledger.account(BOB.ss58_address)).free == bob0
+        assert await local.ledger.check_invariants() == []
+    finally:
+        await local.close()
 
 
 async def test_concurrent_transfers_conserve_total(chain, client):

@@ -18,6 +18,7 @@ from services.chain import client as calls
 from services.chain.coinbase import plan_coinbase
 from services.chain.emission import block_emission, halving_threshold
 from services.chain.local import LocalChain
+from services.chain.pool import BlockLimits
 from services.chain.subnets import ROOT_NETUID, NetworkParams, hyperparameter_bounds
 from services.common.errors import AgoraError
 from services.common.keys import dev_keypair
@@ -140,7 +141,7 @@ async def test_block_steps_survive_a_crash_and_run_once(local):
     number = await local.head() + 1
     e0 = await local.ledger.economy()
     producer = local.producer
-    pending = await local.ledger.begin_block(producer.token, 100, 0)
+    pending = await local.ledger.begin_block(producer.token, BlockLimits(max_extrinsics=100), 0)
     assert pending.number == number
     subnets = await local.ledger.subnet_states()
     root = await local.ledger.subnet_snapshot(ROOT_NETUID)
@@ -160,7 +161,7 @@ async def test_block_steps_survive_a_crash_and_run_once(local):
         await successor.produce()
     number = await local.head() + 1
     e0 = await local.ledger.economy()
-    await local.ledger.begin_block(successor.producer.token, 100, 0)
+    await local.ledger.begin_block(successor.producer.token, BlockLimits(max_extrinsics=100), 0)
     events = await successor.producer.block_steps(number)
     stake_after_steps = (await local.ledger.economy()).total_stake
     await local.ledger.redis.delete(local.ledger.keys.lease)
@@ -233,15 +234,17 @@ async def test_conservation_over_thousands_of_random_blocks(local):
         return kind, None, None
 
     async def poor_pair() -> list[tuple[str, bytes]]:
-        """Two transfers that each pass submit (the pool reserves nothing) but not both in the
-        block: the second fails its call (fee paid) or cannot pay its fee at all (dropped)."""
-        fee, free = local.fee, (await local.ledger.account(poor.ss58_address)).free
+        """Two transfers queued without the pool's reservation (admission would refuse the second)
+        that cannot both apply: the second fails its call (fee paid) or cannot pay its fee (dropped)."""
+        _, held = await local.ledger.pool_holding(poor.ss58_address)
+        fee, free = local.fee, (await local.ledger.account(poor.ss58_address)).free - held
         if free < 3 * fee:
             return [("transfer", await local.submit(ALICE, calls.transfer_call(poor.ss58_address, 5 * fee)))]
         drop = rng.random() < 0.5
         first = free - fee if drop else free - 2 * fee
+        second = calls.transfer_call(ALICE.ss58_address, 1 if drop else fee)
         return [("transfer", await local.submit(poor, calls.transfer_call(ALICE.ss58_address, first))),
-                ("transfer", await local.submit(poor, calls.transfer_call(ALICE.ss58_address, 1 if drop else fee)))]
+                ("transfer", await local.submit(poor, second, reserve=False))]
 
     e_prev = await local.ledger.economy()
     for _ in range(2000):

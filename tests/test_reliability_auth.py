@@ -95,7 +95,7 @@ async def net(redis_server: RedisServer) -> AsyncIterator[Net]:
     async def run(signer: Keypair, call: chain_pb2.Call, name: str | None = None) -> None:
         xt = calls.sign_extrinsic(signer, await local.nonce(signer.ss58_address), local.chain_id, call)
         checked = check_extrinsic(xt, local.chain_id, local.fee, local.ledger.params)
-        await local.ledger.submit(checked, local.pool_capacity)
+        await local.ledger.submit(checked, local.pool)
         await local.produce()
         outcome = await local.outcome(checked.hash)
         assert outcome.ok, (call, outcome)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.protobuf.message import DecodeError
+from google.protobuf.message import DecodeError, Message
 
 from agora.chain.v1 import chain_pb2
 from services.chain.codec import HASH_BYTES, extrinsic_hash
@@ -21,6 +21,7 @@ from services.common.errors import InvalidRequest, WrongChain
 from services.common.units import check_amount
 
 MAX_PAYLOAD_BYTES = 64 * 1024
+MAX_EXTRINSIC_BYTES = MAX_PAYLOAD_BYTES + 256   # payload, 64-byte signature and their field headers
 U16_MAX = 65_535
 MAX_NAME_CHARS = 64
 MAX_HOST_CHARS = 255
@@ -37,7 +38,7 @@ def extrinsic_fee(call_name: str, base_fee: int) -> int:
 
 @dataclass(frozen=True, slots=True)
 class CheckedExtrinsic:
-    raw: bytes                       # the Extrinsic message as received, stored in the pool and the block
+    raw: bytes                       # canonical Extrinsic bytes (payload, signature): stored in pool and block
     hash: bytes
     signer: str
     nonce: int
@@ -50,9 +51,32 @@ def decode_payload(payload: bytes) -> chain_pb2.ExtrinsicPayload:
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise InvalidRequest(f"extrinsic payload is {len(payload)} bytes; the limit is {MAX_PAYLOAD_BYTES}")
     try:
-        return chain_pb2.ExtrinsicPayload.FromString(payload)
+        decoded = chain_pb2.ExtrinsicPayload.FromString(payload)
     except DecodeError:
         raise InvalidRequest("extrinsic payload is not a valid ExtrinsicPayload message") from None
+    _refuse_unknown_fields(decoded, "extrinsic payload")
+    return decoded
+
+
+def _refuse_unknown_fields(message: Message, what: str) -> None:
+    """protobuf keeps fields it does not know and writes them back out: in a stored extrinsic they
+    would be bytes nobody checked; a field of a newer version would be silently ignored."""
+    known = type(message)()
+    known.CopyFrom(message)
+    known.DiscardUnknownFields()
+    if known.ByteSize() != message.ByteSize():
+        raise InvalidRequest(f"{what} carries {message.ByteSize() - known.ByteSize()} bytes of unknown fields: "
+                             "this chain accepts only the fields of agora.chain.v1")
+
+
+def canonical_extrinsic(xt: chain_pb2.Extrinsic) -> bytes:
+    """The bytes stored in the pool and the block: only payload and signature, which the extrinsic
+    hash commits to, within MAX_EXTRINSIC_BYTES. Anything else is refused, not stripped silently."""
+    size = xt.ByteSize()
+    if size > MAX_EXTRINSIC_BYTES:
+        raise InvalidRequest(f"extrinsic is {size} bytes; the limit is {MAX_EXTRINSIC_BYTES}")
+    _refuse_unknown_fields(xt, "extrinsic")
+    return chain_pb2.Extrinsic(payload=xt.payload, signature=xt.signature).SerializeToString()
 
 
 def check_extrinsic(
@@ -60,6 +84,7 @@ def check_extrinsic(
 ) -> CheckedExtrinsic:
     """Decode and check a signed extrinsic; raise the AgoraError that says what is wrong.
     `fee` is the network's base fee; `net` its economic parameters (hyperparameter bounds)."""
+    raw = canonical_extrinsic(xt)
     if not xt.payload:
         raise InvalidRequest("extrinsic has no payload")
     payload = decode_payload(xt.payload)
@@ -79,7 +104,7 @@ def check_extrinsic(
     keys.require_signature(signer, xt.payload, xt.signature)
     upfront = extrinsic_fee(call_name, fee) + _check_call(signer, call_name, payload.call, net or NetworkParams())
     return CheckedExtrinsic(
-        raw=xt.SerializeToString(),
+        raw=raw,
         hash=extrinsic_hash(xt.payload, xt.signature),
         signer=signer,
         nonce=payload.nonce,

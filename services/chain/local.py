@@ -7,6 +7,7 @@ lease, so everything but the timer is the production path.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -18,6 +19,7 @@ from services.chain.client import sign_extrinsic
 from services.chain.extrinsics import check_extrinsic
 from services.chain.genesis import ensure_genesis
 from services.chain.ledger import Ledger
+from services.chain.pool import BlockLimits, PoolLimits
 from services.chain.producer import BlockProducer
 from services.chain.settings import ChainSettings
 from services.chain.subnets import NetworkParams
@@ -37,24 +39,28 @@ class Outcome:
 
 
 class LocalChain:
-    def __init__(self, ledger: Ledger, chain_id: bytes, fee: int, *, pool_capacity: int = 100_000) -> None:
+    def __init__(self, ledger: Ledger, chain_id: bytes, fee: int, *, pool: PoolLimits | None = None,
+                 block: BlockLimits | None = None) -> None:
         self.ledger = ledger
         self.chain_id = chain_id
         self.fee = fee
-        self.pool_capacity = pool_capacity
+        self.pool = pool or PoolLimits()
         self.producer = BlockProducer(ledger, producer_id="local", block_time_ms=1, lease_ms=LEASE_MS,
-                                      max_block_extrinsics=10_000, transfer_fee=fee)
+                                      limits=block or BlockLimits(), transfer_fee=fee)
         self._nonces: dict[str, int] = {}
         self._owns_redis: aioredis.Redis | None = None
 
     @classmethod
-    async def create(cls, settings: ChainSettings) -> LocalChain:
-        """Genesis (if the network has none) on settings.redis_url; no gRPC server."""
+    async def create(cls, settings: ChainSettings, *, pool: PoolLimits | None = None,
+                     block: BlockLimits | None = None) -> LocalChain:
+        """Genesis (if the network has none) on settings.redis_url; no gRPC server. The pool and
+        block limits default to settings'."""
         redis = redis_client(settings.redis_url)
         ledger = Ledger(redis, settings.network)
         chain_id, config = await ensure_genesis(ledger, settings)
         ledger.params = NetworkParams.from_config(config)
-        chain = cls(ledger, chain_id, int(config["transfer_fee"]))
+        chain = cls(ledger, chain_id, int(config["transfer_fee"]), pool=pool or settings.pool,
+                    block=block or settings.block)
         chain._owns_redis = redis
         return chain
 
@@ -67,14 +73,17 @@ class LocalChain:
         return (await self.ledger.account(address)).pool_nonce
 
     async def submit(self, keypair: Keypair, call: chain_pb2.Call, *, nonce: int | None = None,
-                     precheck: bool = True) -> bytes:
+                     precheck: bool = True, reserve: bool = True) -> bytes:
         """Sign and queue; raises the AgoraError a gRPC client would get as a status. precheck=False
-        skips the call's state checks at submit (to test the block-time failure path)."""
+        skips the call's state checks at submit, reserve=False the pool's reservation of its fee and
+        amount (both to test the block-time checks, which admission makes unreachable)."""
         if nonce is None:
             nonce = await self.nonce(keypair.ss58_address)
         xt = check_extrinsic(sign_extrinsic(keypair, nonce, self.chain_id, call), self.chain_id, self.fee,
                              self.ledger.params)
-        await self.ledger.submit(xt, self.pool_capacity, precheck=precheck)
+        if not reserve:
+            xt = dataclasses.replace(xt, upfront=0)
+        await self.ledger.submit(xt, self.pool, precheck=precheck)
         return xt.hash
 
     async def produce(self, blocks: int = 1) -> list[chain_pb2.Block]:

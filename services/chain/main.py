@@ -32,15 +32,16 @@ class ChainNode:
         )
         self.producer: BlockProducer | None = None
         self.follower: BlockFollower | None = None
+        self.service: ChainService | None = None
         self._tasks: list[asyncio.Task] = []
 
     async def start(self) -> None:
         chain_id, config = await ensure_genesis(self.ledger, self.settings)
         self.ledger.params = NetworkParams.from_config(config)
         self.follower = follower = BlockFollower(self.ledger)
-        service = ChainService(
+        self.service = service = ChainService(
             self.ledger, follower, chain_id=chain_id, config=config,
-            block_time_ms=self.settings.block_time_ms, pool_capacity=self.settings.pool_capacity,
+            block_time_ms=self.settings.block_time_ms, pool=self.settings.pool,
         )
         self.server.add_service(
             chain_pb2_grpc.add_ChainServicer_to_server, service, chain_pb2.DESCRIPTOR.services_by_name["Chain"]
@@ -51,7 +52,7 @@ class ChainNode:
             self.producer = BlockProducer(
                 self.ledger, producer_id=self.settings.producer_id, block_time_ms=self.settings.block_time_ms,
                 lease_ms=self.settings.effective_lease_ms,
-                max_block_extrinsics=self.settings.max_block_extrinsics, transfer_fee=int(config["transfer_fee"]),
+                limits=self.settings.block, transfer_fee=int(config["transfer_fee"]),
             )
             self._tasks.append(asyncio.create_task(self.producer.run(), name="block-producer"))
         self.server.set_serving(SERVICE, True)

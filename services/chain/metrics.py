@@ -23,6 +23,10 @@ block_extrinsics = Histogram(
     "agora_chain_block_extrinsics", "Extrinsics included per block",
     buckets=(0, 1, 10, 100, 500, 1000, 2500, 5000, 10000),
 )
+block_bytes = Histogram(
+    "agora_chain_block_size_bytes", "Encoded size of each block (GetBlock's response)",
+    buckets=(1024, 16384, 65536, 262144, 1048576, 2097152, 3145728, 4194304),
+)
 epoch_seconds = Histogram(
     "agora_chain_epoch_duration_seconds", "Time to run one subnet's epoch (read, Yuma, pay)",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
@@ -33,11 +37,12 @@ total_issuance = Gauge("agora_chain_total_issuance_rao", "Total issuance in rao"
 
 
 def observe_block(
-    block: chain_pb2.Block, xts: list[CheckedExtrinsic], results: list[ApplyResult], seconds: float
+    block: chain_pb2.Block, xts: list[CheckedExtrinsic], results: list[ApplyResult], seconds: float, size: int
 ) -> None:
     block_height.set(block.header.number)
     block_timestamp.set(block.header.timestamp_ms / 1000)
     block_seconds.observe(seconds)
     block_extrinsics.observe(len(block.extrinsics))
+    block_bytes.observe(size)
     for xt, r in zip(xts, results, strict=True):
         extrinsics.labels(xt.call_name, "success" if r.ok else "failed" if r.applied else "dropped").inc()

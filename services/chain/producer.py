@@ -24,6 +24,7 @@ from services.chain.coinbase import plan_coinbase
 from services.chain.epoch import run_epoch
 from services.chain.extrinsics import CheckedExtrinsic, decode_queued, extrinsic_fee
 from services.chain.ledger import ApplyResult, Ledger, NotLeader, epoch_step
+from services.chain.pool import GRPC_MESSAGE_BYTES, BlockLimits
 from services.chain.subnets import ROOT_NETUID, is_epoch_block
 from services.common.errors import REDIS_UNREACHABLE
 
@@ -80,12 +81,12 @@ def events_json(block: chain_pb2.Block) -> str:
 
 class BlockProducer:
     def __init__(self, ledger: Ledger, *, producer_id: str, block_time_ms: int, lease_ms: int,
-                 max_block_extrinsics: int, transfer_fee: int) -> None:
+                 limits: BlockLimits, transfer_fee: int) -> None:
         self.ledger = ledger
         self.token = f"{producer_id}:{uuid.uuid4().hex[:8]}"
         self.block_time = block_time_ms / 1000
         self.lease_ms = lease_ms
-        self.max_block_extrinsics = max_block_extrinsics
+        self.limits = limits
         self.fee = transfer_fee
         self.is_leader = False
         self.stopping = False
@@ -133,7 +134,7 @@ class BlockProducer:
         started = time.perf_counter()
         if now_ms is None:
             now_ms = int(time.time() * 1000)
-        pending = await self.ledger.begin_block(self.token, self.max_block_extrinsics, now_ms)
+        pending = await self.ledger.begin_block(self.token, self.limits, now_ms)
         extrinsics = [decode_queued(raw) for raw in pending.extrinsics]
         fees = [extrinsic_fee(xt.call_name, self.fee) for xt in extrinsics]
         done = await self.ledger.pending_results()     # non-empty only when resuming a crashed block
@@ -150,7 +151,11 @@ class BlockProducer:
             self.token, pending.number, sealed.block.header.hash, sealed.block.SerializeToString(),
             events_json(sealed.block), sealed.statuses,
         )
-        metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started)
+        size = sealed.block.ByteSize()
+        if size > GRPC_MESSAGE_BYTES:  # the limits make this impossible; say so loudly if they do not
+            log.error("block %d is %d bytes, more than a gRPC client receives (%d)", pending.number, size,
+                      GRPC_MESSAGE_BYTES)
+        metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started, size)
         return sealed.block
 
     async def block_steps(self, number: int) -> list[list[str]]:

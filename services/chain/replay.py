@@ -18,11 +18,11 @@ from agora.chain.v1 import chain_pb2
 from services.chain.extrinsics import decode_queued
 from services.chain.genesis import install_genesis
 from services.chain.ledger import Ledger
+from services.chain.pool import REPLAY_BLOCK, REPLAY_POOL
 from services.chain.producer import BlockProducer
 from services.chain.subnets import NetworkParams
 
 REPLAY_LEASE_MS = 3_600_000
-REPLAY_POOL_CAPACITY = 1_000_000
 
 
 class ReplayDiverged(Exception):
@@ -53,7 +53,7 @@ async def replay_blocks(source: Ledger, target: Ledger, *, upto: int | None = No
     target.params = NetworkParams.from_config(config)
     head = (await source.head())[0] if upto is None else upto
     producer = BlockProducer(target, producer_id="replay", block_time_ms=1, lease_ms=REPLAY_LEASE_MS,
-                             max_block_extrinsics=REPLAY_POOL_CAPACITY, transfer_fee=int(config["transfer_fee"]))
+                             limits=REPLAY_BLOCK, transfer_fee=int(config["transfer_fee"]))
     try:
         for number in range(1, head + 1):
             raw = await source.block_bytes(number)
@@ -61,9 +61,10 @@ async def replay_blocks(source: Ledger, target: Ledger, *, upto: int | None = No
                 raise ValueError(f"network {source.network!r} has no block {number}")
             stored = chain_pb2.Block.FromString(raw)
             # through the pool as any extrinsic goes; the call checks at submit are skipped, since
-            # the block's own outcome (success or a failed call paying its fee) is what is replayed
+            # the block's own outcome (success or a failed call paying its fee) is what is replayed,
+            # and the pool keeps arrival order and takes the block whole: the block fixed both
             for xt in stored.extrinsics:
-                await target.submit(decode_queued(xt.SerializeToString()), REPLAY_POOL_CAPACITY, precheck=False)
+                await target.submit(decode_queued(xt.SerializeToString()), REPLAY_POOL, precheck=False)
             if not await target.hold_lease(producer.token, REPLAY_LEASE_MS):
                 raise RuntimeError(f"another producer holds the lease of network {target.network!r}")
             block = await producer.produce_block(now_ms=stored.header.timestamp_ms)

@@ -15,6 +15,7 @@ from services.chain import metrics, views
 from services.chain.emission import block_emission
 from services.chain.extrinsics import check_extrinsic
 from services.chain.ledger import Ledger
+from services.chain.pool import PoolLimits
 from services.chain.subnets import MAX_NETUID
 from services.common import keys
 from services.common.error_mapping import status_code_for
@@ -73,20 +74,20 @@ def status_message(xt_hash: bytes, raw: str | None) -> chain_pb2.ExtrinsicStatus
 
 class ChainService(chain_pb2_grpc.ChainServicer):
     def __init__(self, ledger: Ledger, follower: BlockFollower, *, chain_id: bytes, config: dict,
-                 block_time_ms: int, pool_capacity: int) -> None:
+                 block_time_ms: int, pool: PoolLimits) -> None:
         self.ledger = ledger
         self.follower = follower
         self.chain_id = chain_id
         self.config = config
         self.fee = int(config["transfer_fee"])
         self.block_time_ms = block_time_ms
-        self.pool_capacity = pool_capacity
+        self.pool = pool
 
     async def SubmitExtrinsic(self, request: chain_pb2.SubmitExtrinsicRequest, context: grpc.aio.ServicerContext
                               ) -> chain_pb2.SubmitExtrinsicResponse:
         try:
             xt = check_extrinsic(request.extrinsic, self.chain_id, self.fee, self.ledger.params)
-            await self.ledger.submit(xt, self.pool_capacity)
+            await self.ledger.submit(xt, self.pool)
         except AgoraError:
             metrics.submitted.labels("refused").inc()
             raise
@@ -125,7 +126,7 @@ class ChainService(chain_pb2_grpc.ChainServicer):
             try:
                 xt = check_extrinsic(item, self.chain_id, self.fee, self.ledger.params)
                 result.hash = xt.hash
-                await self.ledger.submit(xt, self.pool_capacity)
+                await self.ledger.submit(xt, self.pool)
                 metrics.submitted.labels("queued").inc()
             except AgoraError as exc:
                 metrics.submitted.labels("refused").inc()

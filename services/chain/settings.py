@@ -9,6 +9,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from services.chain.pool import BlockLimits, PoolLimits, check_limits
 from services.chain.subnets import NetworkParams
 from services.common import keys
 from services.common.errors import InvalidRequest
@@ -27,13 +28,19 @@ class ChainSettings:
     metrics_port: int = 9100
     block_time_ms: int = 12_000             # Bittensor's 12 s; a fraction of a second for dev and tests
     lease_ms: int = 0                       # 0: three block times, at least 1.5 s
-    max_block_extrinsics: int = 10_000
-    pool_capacity: int = 100_000
+    block: BlockLimits = field(default_factory=BlockLimits)   # extrinsics and bytes per block
+    pool: PoolLimits = field(default_factory=PoolLimits)      # admission: services/chain/pool.py
     transfer_fee: int = DEFAULT_TRANSFER_FEE_RAO
     genesis_balances: dict[str, int] = field(default_factory=dict)
     producer_id: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     produce: bool = True                    # False: serve reads and submissions only, never produce
     economics: NetworkParams = field(default_factory=NetworkParams)  # lock cost, min tempo, root size: genesis
+
+    def __post_init__(self) -> None:
+        try:
+            check_limits(self.pool, self.block)
+        except ValueError as exc:
+            raise InvalidRequest(str(exc)) from None
 
     def __repr__(self) -> str:
         shown = {f.name: getattr(self, f.name) for f in fields(self)}

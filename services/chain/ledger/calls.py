@@ -28,6 +28,7 @@ from services.chain.yuma import U16_MAX, max_upscale_rows_u16
 
 # call -> shared script parts it needs between _call_begin and the call's own file
 CALL_SCRIPTS: dict[str, tuple[str, ...]] = {
+    "transfer": (),
     "register_network": (),
     "set_hyperparameter": (),
     "burned_register": ("_register",),
@@ -39,6 +40,10 @@ CALL_SCRIPTS: dict[str, tuple[str, ...]] = {
     "root_register": ("_register",),
     "set_root_weights": (),
 }
+
+SUBMIT_CHECKED = frozenset(CALL_SCRIPTS) - {"transfer"}
+"""Calls whose script checks run at submit too; a transfer's only state check is the balance,
+which submit.lua makes against what the signer already has queued."""
 
 
 def subnet_defaults(net: NetworkParams) -> Hyperparameters:
@@ -60,6 +65,8 @@ def call_invocation(k: StateKeys, net: NetworkParams, xt: CheckedExtrinsic) -> t
     """(call KEYS, call ARGV) of xt's script."""
     name, signer = xt.call_name, xt.signer
     c = getattr(xt.call, name)
+    if name == "transfer":
+        return [], [c.dest, c.amount]
     if name == "register_network":
         keys = [k.subnets, k.hotkey_owner, k.locked]
         for netuid in range(1, net.max_subnets + 1):

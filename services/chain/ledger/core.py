@@ -17,9 +17,16 @@ from redis.commands.core import AsyncScript
 from redis.exceptions import ResponseError
 
 from services.chain import errors as chain_errors
-from services.chain.extrinsics import CheckedExtrinsic
-from services.chain.ledger.calls import CALL_SCRIPTS, call_invocation
+from services.chain.extrinsics import HOTKEY_CALLS, CheckedExtrinsic
+from services.chain.ledger.calls import CALL_SCRIPTS, SUBMIT_CHECKED, call_invocation
 from services.chain.ledger.keys import StateKeys
+from services.chain.pool import (
+    EVENT_BYTES_PER_EXTRINSIC,
+    FAILED_FREE_CALL_COOLDOWN_BLOCKS,
+    BlockLimits,
+    PoolLimits,
+    free_call_lane,
+)
 from services.chain.subnets import ROOT_NETUID, NetworkParams
 from services.common.errors import (
     AgoraError,
@@ -64,26 +71,40 @@ class PendingBlock:
     extrinsics: list[bytes]
 
 
-BLOCK_SCRIPTS = ("submit", "begin_block", "transfer", "finalize_block", "genesis", "lease", "release_lease",
+BLOCK_SCRIPTS = ("submit", "begin_block", "finalize_block", "genesis", "lease", "release_lease",
                  "coinbase", "pay_epoch", "read_subnet")
 
 
 def _script_source(name: str) -> str:
-    """The prelude, then for a call script its shared opening, parts and closing around its own file."""
+    """The prelude, then for a call script its name, shared opening, parts and closing around its own file."""
     folder = resources.files("services.chain") / "scripts"
     parts = ["_prelude"]
     if name in CALL_SCRIPTS:
         parts += ["_call_begin", *CALL_SCRIPTS[name], name, "_call_end"]
     else:
         parts.append(name)
-    return "\n".join((folder / f"{part}.lua").read_text() for part in parts)
+    header = f"local CALL = '{name}'\n" if name in CALL_SCRIPTS else ""
+    return header + "\n".join((folder / f"{part}.lua").read_text() for part in parts)
 
 
 # The first word of a script's error reply names the refusal; the rest is the value that caused it.
-def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int) -> AgoraError:
+def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int, pool: PoolLimits) -> AgoraError:
     word, _, value = str(err).partition(" ")
     if word == "POOL_FULL":
         return Overloaded(f"the extrinsic pool is full ({value} waiting); retry after the next block")
+    if word == "POOL_FULL_BYTES":
+        return Overloaded(f"the extrinsic pool is full ({value} of {pool.max_bytes} bytes waiting); "
+                          "retry after the next block")
+    if word == "SIGNER_LIMIT":
+        return Overloaded(f"{xt.signer} has {value} extrinsics queued, the most one signer may have "
+                          f"({pool.per_signer}); wait for them to be included")
+    if word == "POOL_BUSY":
+        mine, total, signers = value.split()
+        return Overloaded(f"the extrinsic pool is more than half full and {xt.signer} holds {mine} of its {total} "
+                          f"waiting extrinsics ({signers} signers): wait for a block before queueing more")
+    if word == "LANE_BUSY":
+        return Overloaded(f"{xt.call_name} by {xt.signer} is already queued (extrinsic {value}): a hotkey's "
+                          f"fee-free call waits for its block before the next one of its kind")
     if word == "DUPLICATE":
         return DuplicateExtrinsic(f"extrinsic {xt.hash.hex()} was already submitted")
     if word == "STALE_NONCE":
@@ -95,12 +116,19 @@ def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int) -> Ago
     if word == "FUTURE_NONCE":
         return FutureNonce(f"nonce {xt.nonce} of {xt.signer} is ahead: the next nonce is {value}")
     if word == "INSUFFICIENT_FUNDS":
+        free, reserved = value.split()
         return InsufficientFunds(
-            f"{xt.signer} has {value} rao free but this extrinsic needs {upfront} rao (fee included)"
+            f"{xt.signer} has {free} rao free, {reserved} rao of it held by its queued extrinsics, but this "
+            f"extrinsic needs {upfront} rao (fee included)"
         )
     if word == "NOT_LEADER":
         return Unavailable(value)
     return FailedPrecondition(str(err))
+
+
+def _free_call_cooldown(xt: CheckedExtrinsic) -> str:
+    """ARGV[9] of a call script: the cool-down of a fee-free hotkey call, '' for one that pays."""
+    return str(FAILED_FREE_CALL_COOLDOWN_BLOCKS) if xt.call_name in HOTKEY_CALLS else ""
 
 
 class NotLeader(Exception):
@@ -143,23 +171,32 @@ class LedgerCore:
 
     # ---- the pool ----
 
-    async def submit(self, xt: CheckedExtrinsic, pool_capacity: int, *, precheck: bool = True) -> int:
-        """Queue xt for the next block; return the signer's next nonce. With precheck (always, but
-        in tests of apply-time failures), the call's script first runs its checks against the
-        current state, so a call that would fail is refused now with its own error and code."""
+    async def submit(self, xt: CheckedExtrinsic, pool: PoolLimits, *, precheck: bool = True) -> int:
+        """Queue xt for the next block under the pool's limits (services/chain/pool.py); return the
+        signer's next nonce. With precheck (always, but in tests of apply-time failures and in
+        replay), the call's script first runs its checks against the current state, so a call that
+        would fail is refused now with its own error and code."""
         k = self.keys
         upfront = xt.upfront
-        if precheck and xt.call_name in CALL_SCRIPTS:
+        if precheck and xt.call_name in SUBMIT_CHECKED:
             await self._refuse_used(xt)
             upfront += await self.check_call(xt)
         try:
             nxt = await self._scripts["submit"](
-                keys=[k.pool, k.pool_next, k.nonces, k.free, k.status],
-                args=[xt.signer, str(xt.nonce), xt.hash.hex(), xt.raw, str(upfront), str(pool_capacity)],
+                keys=[k.pool, k.pool_xt, k.pool_next, k.nonces, k.free, k.status, *k.pool_accounting()],
+                args=[xt.signer, str(xt.nonce), xt.hash.hex(), xt.raw, str(upfront), str(pool.capacity),
+                      str(pool.max_bytes), str(pool.per_signer), "" if pool.replaying else free_call_lane(xt),
+                      "0" if pool.replaying else "1"],
             )
         except ResponseError as err:
-            raise _submit_error(err, xt, upfront) from None
+            raise _submit_error(err, xt, upfront, pool) from None
         return int(nxt)
+
+    async def pool_holding(self, signer: str) -> tuple[int, int]:
+        """(extrinsics, rao) the pool holds for signer: queued or in the block being built."""
+        k = self.keys
+        count, reserved = await self.redis.hget(k.pool_count, signer), await self.redis.hget(k.pool_reserved, signer)
+        return int(count or 0), int(reserved or 0)
 
     async def _refuse_used(self, xt: CheckedExtrinsic) -> None:
         """Refuse a replay or a used nonce as such before the call's own checks, which would otherwise
@@ -184,7 +221,8 @@ class LedgerCore:
         """Run xt's call checks against current state, writing nothing; return the rao the call
         takes from the signer's free balance beyond the fee. Raises the call's error."""
         call_keys, call_args = call_invocation(self.keys, self.params, xt)
-        args = ["check", "", "", xt.signer, str(xt.nonce), "0", "", *call_args]
+        args = ["check", "", "", xt.signer, str(xt.nonce), "0", "", xt.hash.hex(), _free_call_cooldown(xt),
+                *call_args]
         try:
             needed = await self._scripts[xt.call_name](keys=[*self.keys.call_common(), *call_keys], args=args)
         except ResponseError as err:
@@ -202,12 +240,12 @@ class LedgerCore:
     async def release_lease(self, token: str) -> None:
         await self._scripts["release_lease"](keys=[self.keys.lease], args=[token])
 
-    async def begin_block(self, token: str, max_extrinsics: int, now_ms: int) -> PendingBlock:
+    async def begin_block(self, token: str, limits: BlockLimits, now_ms: int) -> PendingBlock:
         k = self.keys
         reply = await self._call_as_leader(
             "begin_block",
-            [k.lease, k.pending, k.pending_xts, k.pool, k.head],
-            [token, str(max_extrinsics), str(now_ms)],
+            [k.lease, k.pending, k.pending_xts, k.pool, k.pool_xt, k.head, k.pool_stats],
+            [token, str(limits.max_extrinsics), str(limits.max_bytes), str(EVENT_BYTES_PER_EXTRINSIC), str(now_ms)],
         )
         return PendingBlock(number=int(reply[0]), started_ms=int(reply[1]), extrinsics=list(reply[2:]))
 
@@ -237,12 +275,9 @@ class LedgerCore:
     ) -> tuple[str, list[str], list[Any]]:
         """The script, KEYS and ARGV that apply one extrinsic's call."""
         k = self.keys
-        if xt.call_name == "transfer":
-            t = xt.call.transfer
-            return "transfer", [k.lease, k.pending_results, k.nonces, k.free, k.issuance, k.burned, k.pool_next], [
-                token, str(index), xt.signer, str(xt.nonce), str(fee), t.dest, str(t.amount)]
         call_keys, call_args = call_invocation(k, self.params, xt)
-        args = ["apply", token, str(index), xt.signer, str(xt.nonce), str(fee), str(block), *call_args]
+        args = ["apply", token, str(index), xt.signer, str(xt.nonce), str(fee), str(block), xt.hash.hex(),
+                _free_call_cooldown(xt), *call_args]
         return xt.call_name, [*k.call_common(), *call_keys], args
 
     async def finalize_block(
@@ -298,7 +333,7 @@ class LedgerCore:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(k.issuance)
             pipe.get(k.burned)
-            pipe.llen(k.pool)
+            pipe.zcard(k.pool)
             issuance, burned, pool = await pipe.execute()
         return int(issuance or 0), int(burned or 0), int(pool)
 
@@ -331,7 +366,8 @@ class LedgerCore:
         """Every key of this network with its content: tests compare two dumps to show a refused
         request changed nothing at all. (Not DUMP: its field order follows Redis' rehashing.)"""
         readers = {b"string": self.redis.get, b"hash": self.redis.hgetall,
-                   b"list": lambda key: self.redis.lrange(key, 0, -1), b"stream": self.redis.xrange}
+                   b"list": lambda key: self.redis.lrange(key, 0, -1), b"stream": self.redis.xrange,
+                   b"zset": lambda key: self.redis.zrange(key, 0, -1, withscores=True)}
         dump: dict[str, Any] = {}
         async for key in self.redis.scan_iter(match=f"{self.keys.prefix}:*", count=1000):
             dump[key.decode()] = await readers[await self.redis.type(key)](key)

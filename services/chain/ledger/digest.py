@@ -20,7 +20,7 @@ from services.chain.ledger.keys import StateKeys
 
 def production_keys(keys: StateKeys) -> set[str]:
     """Keys left out of the default digest: transient or timing-dependent, not ledger state."""
-    return {keys.lease, keys.pool, keys.pool_next, keys.pending, keys.pending_xts, keys.pending_results,
+    return {keys.lease, *keys.pool_keys(), keys.pending, keys.pending_xts, keys.pending_results,
             keys.stream, keys.blocks, keys.block_index, keys.status, keys.head}
 
 

@@ -14,8 +14,13 @@ Layout (prefix agora:<network>):
              pruning (string, u16 LE per uid), permit (string, one byte per uid), out (hash of packed
              last-epoch vectors: rank, trust, consensus, incentive, dividends, validator_trust as u16,
              emission as u64)
-  blocks     head, blocks, blockhash, xtstatus, stream:blocks, pool, pending, pending:xts,
+  blocks     head, blocks, blockhash, xtstatus, stream:blocks, pending, pending:xts,
              pending:results (hash: extrinsic index or block step -> result JSON), lease
+  pool       pool (zset: arrival number -> fair-queuing tag), pool:xt (hash arrival -> extrinsic bytes),
+             pool:next (hash signer -> next nonce), pool:hold (hash extrinsic hash -> 'rao bytes lane'
+             until it is applied or dropped), pool:reserved / pool:count / pool:bytes / pool:tag (hash
+             signer -> rao, extrinsics, bytes, last tag), pool:lanes (hash free-call lane -> extrinsic
+             hash), pool:stats (hash: n, bytes, seq, vt), free_call_failed (hash 'call:hotkey' -> block)
 """
 
 from __future__ import annotations
@@ -63,7 +68,16 @@ class StateKeys:
         self.status = f"{p}:xtstatus"
         self.stream = f"{p}:stream:blocks"
         self.pool = f"{p}:pool"
+        self.pool_xt = f"{p}:pool:xt"
         self.pool_next = f"{p}:pool:next"
+        self.pool_hold = f"{p}:pool:hold"
+        self.pool_reserved = f"{p}:pool:reserved"
+        self.pool_count = f"{p}:pool:count"
+        self.pool_bytes = f"{p}:pool:bytes"
+        self.pool_tag = f"{p}:pool:tag"
+        self.pool_lanes = f"{p}:pool:lanes"
+        self.pool_stats = f"{p}:pool:stats"
+        self.free_call_failed = f"{p}:free_call_failed"
         self.pending = f"{p}:pending"
         self.pending_xts = f"{p}:pending:xts"
         self.pending_results = f"{p}:pending:results"
@@ -90,7 +104,16 @@ class StateKeys:
             bonds=f"{s}:bonds", axons=f"{s}:axons", out=f"{s}:out",
         )
 
+    def pool_accounting(self) -> list[str]:
+        """What the pool keeps per queued extrinsic and signer, released when it is applied or dropped."""
+        return [self.pool_hold, self.pool_reserved, self.pool_count, self.pool_bytes, self.pool_tag,
+                self.pool_lanes, self.pool_stats]
+
+    def pool_keys(self) -> list[str]:
+        """Every key of the pool: the producer's bookkeeping, not ledger state."""
+        return [self.pool, self.pool_xt, self.pool_next, *self.pool_accounting()]
+
     def call_common(self) -> list[str]:
-        """KEYS[1..8] of every call script (see scripts/_call_begin.lua)."""
+        """KEYS[1..16] of every call script (see scripts/_call_begin.lua)."""
         return [self.lease, self.pending_results, self.nonces, self.free, self.issuance, self.burned,
-                self.pool_next, self.head]
+                self.pool_next, self.head, *self.pool_accounting(), self.free_call_failed]

@@ -1,6 +1,21 @@
 -- Shared closing of every call script: the check / apply driver (see _call_begin.lua).
+local FREE_CALL_COOLDOWN = ARGV[9] ~= '' and tonumber(ARGV[9]) or nil
+
+-- a fee-free call that failed in its block cost its hotkey nothing, so that kind waits a while
+local function checked()
+  if FREE_CALL_COOLDOWN then
+    local failed = redis.call('HGET', KEYS[16], CALL .. ':' .. SIGNER)
+    if failed and BLOCK < tonumber(failed) + FREE_CALL_COOLDOWN then
+      local opens = tonumber(failed) + FREE_CALL_COOLDOWN
+      return fail('RateLimited', CALL .. ' by ' .. SIGNER .. ' failed in block ' .. failed
+        .. ' and pays no fee: retry in ' .. istr(opens - BLOCK) .. ' blocks, at block ' .. istr(opens))
+    end
+  end
+  return check()
+end
+
 if MODE == 'check' then
-  local err, ctx = check()
+  local err, ctx = checked()
   if err then return redis.error_reply(err[1] .. ' ' .. err[2]) end
   return (ctx and ctx.needed) or '0'
 end
@@ -9,6 +24,26 @@ local denied = require_lease(KEYS[1], ARGV[2])
 if denied then return denied end
 local done = redis.call('HGET', KEYS[2], ARGV[3])
 if done then return done end
+
+-- the pool's hold on this extrinsic ends here, applied or dropped: its reserved rao, its place in
+-- the signer's share, its free-call lane (none when it was queued by replay without one)
+local hold = redis.call('HGET', KEYS[9], ARGV[8])
+if hold then
+  local rao, size, lane = string.match(hold, '^(%d+) (%d+) (.*)$')
+  if redis.call('HINCRBY', KEYS[11], SIGNER, -1) <= 0 then
+    redis.call('HDEL', KEYS[10], SIGNER)
+    redis.call('HDEL', KEYS[11], SIGNER)
+    redis.call('HDEL', KEYS[12], SIGNER)
+    redis.call('HDEL', KEYS[13], SIGNER)
+  else
+    hdecr(KEYS[10], SIGNER, rao)
+    hdecr(KEYS[12], SIGNER, size)
+  end
+  redis.call('HINCRBY', KEYS[15], 'n', -1)
+  hdecr(KEYS[15], 'bytes', size)
+  if lane ~= '' then redis.call('HDEL', KEYS[14], lane) end
+  redis.call('HDEL', KEYS[9], ARGV[8])
+end
 
 local function finish(result)
   local encoded = cjson.encode(result)
@@ -37,11 +72,13 @@ if FEE ~= '0' then
   events[1] = {'FeeBurned', 'who', SIGNER, 'amount', FEE}
 end
 -- every check of the call comes before its first write: Redis does not roll a script back
-local err, ctx = check()
+local err, ctx = checked()
 if err then
+  if FREE_CALL_COOLDOWN then redis.call('HSET', KEYS[16], CALL .. ':' .. SIGNER, istr(BLOCK)) end
   events[#events + 1] = {'ExtrinsicFailed', 'error', err[1]}
   return finish({applied = true, ok = false, error = err[1] .. ': ' .. err[2], events = events})
 end
+if FREE_CALL_COOLDOWN then redis.call('HDEL', KEYS[16], CALL .. ':' .. SIGNER) end
 for _, event in ipairs(apply(ctx)) do
   events[#events + 1] = event
 end

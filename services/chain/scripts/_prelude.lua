@@ -56,3 +56,27 @@ end
 local function hdecr(key, field, amount)
   if amount ~= '0' then redis.call('HINCRBY', key, field, '-' .. amount) end
 end
+
+-- a + b for non-negative decimal integer strings (exact past 2^53, where Lua numbers are not)
+local function add(a, b)
+  local out, carry, i, j = {}, 0, #a, #b
+  while i > 0 or j > 0 or carry > 0 do
+    local s = carry + (i > 0 and string.byte(a, i) - 48 or 0) + (j > 0 and string.byte(b, j) - 48 or 0)
+    out[#out + 1] = string.char(48 + s % 10)
+    carry = math.floor(s / 10)
+    i, j = i - 1, j - 1
+  end
+  local sum = string.reverse(table.concat(out)):gsub('^0+', '')
+  return sum == '' and '0' or sum
+end
+
+-- HMGET of any number of fields: Lua's unpack takes at most about 8,000 values, so ask in chunks
+local function hmget_all(key, fields)
+  local out = {}
+  for first = 1, #fields, 1000 do
+    local chunk = {}
+    for i = first, math.min(first + 999, #fields) do chunk[#chunk + 1] = fields[i] end
+    for _, value in ipairs(redis.call('HMGET', key, unpack(chunk))) do out[#out + 1] = value end
+  end
+  return out
+end

@@ -12,10 +12,11 @@ local hotkeys, stakes, owners, takes = {}, {}, {}, {}
 if n > 0 then
   local uids = {}
   for uid = 0, n - 1 do uids[#uids + 1] = istr(uid) end
-  hotkeys = redis.call('HMGET', KEYS[3], unpack(uids))
-  stakes = redis.call('HMGET', KEYS[12], unpack(hotkeys))
-  owners = redis.call('HMGET', KEYS[13], unpack(hotkeys))
-  takes = redis.call('HMGET', KEYS[14], unpack(hotkeys))
+  hotkeys = hmget_all(KEYS[3], uids)
+  for i = 1, n do hotkeys[i] = hotkeys[i] or '' end
+  stakes = hmget_all(KEYS[12], hotkeys)
+  owners = hmget_all(KEYS[13], hotkeys)
+  takes = hmget_all(KEYS[14], hotkeys)
   for i = 1, n do
     hotkeys[i] = hotkeys[i] or ''
     stakes[i] = stakes[i] or '0'

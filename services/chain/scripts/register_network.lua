@@ -38,7 +38,7 @@ local function apply(ctx)
   redis.call('HSET', info, 'netuid', netuid, 'owner', SIGNER, 'owner_hotkey', hotkey, 'task', ARG(1),
     'name', ARG(2), 'registered_block', istr(BLOCK), 'locked', lock, 'burn', ARG(5), 'n', '0',
     'regs_interval', '0', 'last_adjustment', istr(BLOCK), 'pending', '0', 'last_emission', '0')
-  for i = 7, #ARGV - 8, 2 do
+  for i = 7, NARGS - 1, 2 do
     redis.call('HSET', hp, ARG(i), ARG(i + 1))
   end
   return {{'NetworkRegistered', 'netuid', netuid, 'owner', SIGNER, 'hotkey', hotkey, 'task', ARG(1),

@@ -18,11 +18,9 @@ local function check()
   local n = tonumber(hget0(N.info, 'n'))
   if n < tonumber(redis.call('HGET', N.hp, 'max_allowed_uids')) then return nil, {uid = n, n = n} end
   -- full: the lowest stake loses its seat (ties: the lower uid); stakes compare as strings, never floats
-  local hotkeys = redis.call('HMGET', N.hotkeys, unpack((function()
-    local uids = {}
-    for uid = 0, n - 1 do uids[#uids + 1] = istr(uid) end
-    return uids
-  end)()))
+  local uids = {}
+  for uid = 0, n - 1 do uids[#uids + 1] = istr(uid) end
+  local hotkeys = hmget_all(N.hotkeys, uids)
   local low_uid, low_stake
   for i, member in ipairs(hotkeys) do
     local stake = hget0(KEY(2), member)

@@ -10,7 +10,7 @@ local function check()
   if not ge(ARG(2), version) then
     return fail('WeightsVersionTooLow', 'version_key ' .. ARG(2) .. ' is below root\'s weights_version ' .. version)
   end
-  for i = 3, #ARGV - 7 do
+  for i = 3, NARGS do
     if ARG(i) == '0' or redis.call('HEXISTS', KEY(1), ARG(i)) == 0 then
       return fail('UnknownSubnet', 'no subnet ' .. ARG(i) .. ' to weight (root weights name non-root subnets)')
     end
@@ -26,5 +26,5 @@ end
 local function apply(ctx)
   redis.call('HSET', KEY(5), ctx.uid, ARG(1))
   redis.call('SETRANGE', KEY(4), tonumber(ctx.uid) * 8, pack_u64(BLOCK))
-  return {{'RootWeightsSet', 'uid', ctx.uid, 'hotkey', SIGNER, 'count', istr(#ARGV - 9)}}
+  return {{'RootWeightsSet', 'uid', ctx.uid, 'hotkey', SIGNER, 'count', istr(NARGS - 2)}}
 end
