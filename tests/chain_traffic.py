@@ -23,6 +23,7 @@ from services.chain.extrinsics import check_extrinsic
 from services.chain.ledger import Economy, Ledger
 from services.chain.ledger.digest import state_digest
 from services.chain.local import LocalChain
+from services.chain.pool import EVENT_BYTES_PER_EXTRINSIC
 from services.chain.settings import ChainSettings, dev_balances
 from services.chain.subnets import MAX_NETUID, ROOT_NETUID, NetworkParams, hyperparameter_bounds
 from services.common.errors import AgoraError
@@ -350,5 +351,17 @@ async def audit_block(ledger: Ledger, before: Snapshot, block: chain_pb2.Block) 
     for address in sorted(after.nonces):
         expect(f"nonce of {address}", after.nonces[address], before.nonces.get(address, 0) + e.nonces[address])
     problems += [f"block {block.header.number}: {p}" for p in await ledger.check_invariants()]
+    problems += event_bytes_problems(block)
     return after, problems
+
+
+def event_bytes_problems(block: chain_pb2.Block) -> list[str]:
+    """Each extrinsic's events must fit the allowance blocks are cut by (services/chain/pool.py)."""
+    sizes: Counter[int] = Counter()
+    for event in block.events:
+        if event.HasField("extrinsic_index"):
+            sizes[event.extrinsic_index] += event.ByteSize() + 4   # the field's tag and length in Block
+    return [f"block {block.header.number}: extrinsic {i} ({block.extrinsics[i].ByteSize()} bytes) has "
+            f"{size} bytes of events, over the {EVENT_BYTES_PER_EXTRINSIC}-byte allowance"
+            for i, size in sorted(sizes.items()) if size > EVENT_BYTES_PER_EXTRINSIC]
 

@@ -8,11 +8,17 @@ attack closed at the ledger: a refusal with its status code, or the honest outco
 
 from __future__ import annotations
 
+import asyncio
+import os
+import random
 from collections import Counter
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 
 import grpc
 import pytest
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
 
 from agora.chain.v1 import chain_pb2, chain_pb2_grpc
 from services.chain import client as calls
@@ -235,3 +241,115 @@ def _varint(n: int) -> bytes:
         out.append(byte | (0x80 if n else 0))
         if not n:
             return bytes(out)
+
+
+# ---- a property test: honest and hostile signers, the pool driven past 10,000 ----
+
+SOAK = os.environ.get("AGORA_SOAK", "") not in ("", "0")
+FLOOD_POOL = PoolLimits(capacity=20_000, max_bytes=16 << 20, per_signer=1024)
+FLOOD_BLOCK = BlockLimits(max_extrinsics=2_000)
+
+
+@dataclass
+class FloodLedger:
+    """What every submission got: the hashes acknowledged, by who, and the codes of refusals."""
+
+    acked: dict[bytes, str] = field(default_factory=dict)          # hash -> "honest" / "attacker" / "free"
+    honest_round: dict[bytes, int] = field(default_factory=dict)   # honest hash -> the round it was sent in
+    refused: Counter[str] = field(default_factory=Counter)         # status code name -> count
+    peak_pool: int = 0
+
+
+# no shrinking: one example is ~15 s, and a failure prints its draw and seed whole
+@settings(max_examples=6 if SOAK else 2, deadline=None, suppress_health_check=[HealthCheck.too_slow],
+          phases=[Phase.explicit, Phase.generate])
+@given(attackers=st.integers(16, 20), poor_share=st.floats(0.0, 0.3), rounds=st.integers(2, 3),
+       burst=st.integers(500, 2_000), seed=st.integers(0, 2**32 - 1))
+def test_a_flood_is_paid_for_or_refused_and_honest_transfers_keep_landing(
+    redis_server, attackers: int, poor_share: float, rounds: int, burst: int, seed: int,
+) -> None:
+    asyncio.run(_flood(redis_server, attackers, poor_share, rounds, burst, random.Random(seed)))
+
+
+async def _flood(redis_server, n_attackers: int, poor_share: float, rounds: int, burst: int,
+                 rng: random.Random) -> None:
+    local = await LocalChain.create(chain_settings(redis_server, economics=ECON), pool=FLOOD_POOL, block=FLOOD_BLOCK)
+    try:
+        honest = [dev_keypair(f"flood/honest/{i}") for i in range(4)]
+        attackers = [dev_keypair(f"flood/attacker/{rng.random()}/{i}") for i in range(n_attackers)]
+        poor = set(rng.sample(range(n_attackers), int(n_attackers * poor_share)))
+        await fund(local, honest, 10 * TAO)
+        for i, a in enumerate(attackers):   # poor attackers hold fee + 1 rao for 50 transfers
+            rao = 50 * (local.fee + 1) if i in poor else 10 * TAO
+            await local.submit(ALICE, calls.transfer_call(a.ss58_address, rao))
+        netuid, hotkey = await registered_hotkey(local)   # a 0-rao hotkey spamming free calls
+        start_burned = {a.ss58_address: (await local.ledger.account(a.ss58_address)).free for a in attackers}
+        book = FloodLedger()
+        nonces = {k.ss58_address: 0 for k in (*honest, *attackers)}
+        nonces[hotkey.ss58_address] = (await local.ledger.account(hotkey.ss58_address)).pool_nonce
+        blocks: list[chain_pb2.Block] = []
+
+        async def offer(who, call, role: str, extra: bytes = b"") -> bytes | None:
+            signed = sign_extrinsic(who, nonces[who.ss58_address], local.chain_id, call)
+            if extra:
+                signed = chain_pb2.Extrinsic.FromString(signed.SerializeToString() + extra)
+            try:
+                xt = check_extrinsic(signed, local.chain_id, local.fee, local.ledger.params)
+                await local.ledger.submit(xt, local.pool)
+            except AgoraError as exc:
+                code = status_code_for(exc)
+                assert code != grpc.StatusCode.INTERNAL, exc
+                book.refused[code.name] += 1
+                return None
+            nonces[who.ss58_address] += 1
+            book.acked[xt.hash] = role
+            return xt.hash
+
+        for round_ in range(rounds):
+            # the flood: small transfers to Bob from random attackers; the first round's fills the
+            # pool to half its capacity, where the fair-share rule starts refusing the largest
+            target, tries = (10_000 if round_ == 0 else burst), 0
+            while target > 0 and tries < 3 * 10_000:
+                tries += 1
+                if await offer(rng.choice(attackers), calls.transfer_call(BOB.ss58_address, 1), "attacker"):
+                    target -= 1
+            for _ in range(20):      # free-call spam and bloat: refused at submit
+                await offer(hotkey, calls.serve_axon_call(netuid, "10.0.0.9", 9000 + round_), "free")
+                await offer(rng.choice(attackers), calls.transfer_call(BOB.ss58_address, 1), "attacker",
+                            extra=b"\x7a\x80\x80\x01" + b"\0" * (1 << 14))
+            for h in honest:         # honest users send a few transfers each round
+                for _ in range(rng.randint(1, 3)):
+                    got = await offer(h, calls.transfer_call(ALICE.ss58_address, rng.randint(1, TAO)), "honest")
+                    assert got is not None, "an honest, funded transfer was refused"
+                    book.honest_round[got] = round_
+            book.peak_pool = max(book.peak_pool, (await local.ledger.totals())[2])
+            blocks += await local.produce()
+        blocks += await drain(local)
+
+        assert book.peak_pool >= 10_000, book.peak_pool
+        seen = included_hashes(blocks)
+        assert all(seen[h] == 1 for h in book.acked), "an acknowledged extrinsic was lost or applied twice"
+        assert sum(seen.values()) == len(book.acked)
+        assert book.refused["RESOURCE_EXHAUSTED"] > 0 and book.refused["INVALID_ARGUMENT"] > 0, book.refused
+        # honest transfers land in the block that closes their round, whatever the flood queued first
+        first_block = blocks[0].header.number
+        for h, round_ in book.honest_round.items():
+            out = await local.outcome(h)
+            assert out.ok and out.block == first_block + round_, (round_, out)
+        # every attacker extrinsic that got in paid its fee; the rest were refused
+        burned = Counter[str]()
+        for b in blocks:
+            for e in b.events:
+                if e.name == "FeeBurned":
+                    burned[e.attributes["who"]] += int(e.attributes["amount"])
+        for a in attackers:
+            sent = nonces[a.ss58_address]
+            assert burned[a.ss58_address] == sent * local.fee
+            account = await local.ledger.account(a.ss58_address)
+            assert account.free == start_burned[a.ss58_address] - sent * (local.fee + 1)
+        free_calls = sum(1 for h, role in book.acked.items() if role == "free")
+        assert free_calls <= rounds   # one lane: at most one serve_axon queued per block window
+        assert await local.ledger.check_invariants() == []
+        assert await local.ledger.pool_holding(hotkey.ss58_address) == (0, 0)
+    finally:
+        await local.close()

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
+from services.chain.pool import BlockLimits, PoolLimits
 from services.cli import output
 from services.cli.output import CommandFailed
 from services.cli.parsing import command_adder
@@ -80,6 +81,19 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--min-tempo", type=_positive_int, default=env("AGORA_MIN_TEMPO"), metavar="N",
                    help="lowest tempo a subnet owner may set, for a new chain (default 360; a dev network "
                         "might use 10 to run epochs every few seconds; env AGORA_MIN_TEMPO)")
+    limits = p.add_argument_group("pool and block limits (services/chain/pool.py)")
+    pool_defaults, block_defaults = PoolLimits(), BlockLimits()
+    for flag, default, what in (
+        ("--pool-capacity", pool_defaults.capacity, "extrinsics waiting at most, all signers"),
+        ("--pool-bytes", pool_defaults.max_bytes, "bytes of extrinsics waiting at most"),
+        ("--pool-per-signer", pool_defaults.per_signer, "extrinsics one signer may have waiting"),
+        ("--max-block-extrinsics", block_defaults.max_extrinsics, "extrinsics per block"),
+        ("--max-block-bytes", block_defaults.max_bytes,
+         "bytes per block, events allowance included (at most the default, so GetBlock fits gRPC's 4 MiB message)"),
+    ):
+        name = "AGORA_" + flag[2:].upper().replace("-", "_")
+        limits.add_argument(flag, type=_positive_int, default=env(name, str(default)), metavar="N",
+                            help=f"{what} (default {default}; env {name})")
     p.add_argument("--no-produce", action="store_true", default=_env_flag("AGORA_NO_PRODUCE"),
                    help="serve reads and submissions but never produce blocks (env AGORA_NO_PRODUCE=1); "
                         "a normal second replica needs no flag: it waits for the production lease")
@@ -283,6 +297,9 @@ def start(args: argparse.Namespace) -> int:
         redis_url=args.redis_url, network=args.network, host=args.host, port=args.port,
         metrics_port=args.metrics_port, block_time_ms=args.block_time_ms, genesis_balances=balances,
         produce=not args.no_produce, economics=economics,
+        pool=PoolLimits(capacity=int(args.pool_capacity), max_bytes=int(args.pool_bytes),
+                        per_signer=int(args.pool_per_signer)),
+        block=BlockLimits(max_extrinsics=int(args.max_block_extrinsics), max_bytes=int(args.max_block_bytes)),
     )
     logging.basicConfig(level=os.environ.get("AGORA_LOG_LEVEL", "INFO").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
