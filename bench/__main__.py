@@ -51,10 +51,11 @@ def _validator() -> dict[str, float]:
 def _reliability() -> dict[str, float]:
     """Counts of what the reliability runs tried (valid and invalid extrinsics, crashes, bad inputs
     per method) beside what must stay 0 (tokens lost, state changed by rejected input), and the
-    miner's throughput and p99 at 1x, 3x and 10x its capacity."""
-    from bench import reliability_chain, reliability_input, reliability_load
+    miner's throughput and p99 at 1x, 3x and 10x its capacity; the pool's deepest drain and an
+    attacker's flood against honest inclusion latency."""
+    from bench import reliability_chain, reliability_input, reliability_load, reliability_pool
 
-    return reliability_chain.run() | reliability_input.run() | reliability_load.run()
+    return reliability_chain.run() | reliability_pool.run() | reliability_input.run() | reliability_load.run()
 
 
 GROUPS: dict[str, Callable[[], dict[str, float]]] = {

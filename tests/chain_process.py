@@ -56,10 +56,11 @@ class ChainProcess:
         """Whether this run's producer holds the lease (its token is <producer id>:<random>)."""
         return self.process is not None and lease_holder.startswith(f"{socket.gethostname()}:{self.process.pid}:")
 
-    def start(self) -> ChainProcess:
+    def start(self, *extra: str) -> ChainProcess:
+        """Start `chain start` with this process's settings; `extra`: more of its flags."""
         args = [sys.executable, "-m", "services.cli.main", "chain", "start", "--redis-url", self.redis_url,
                 "--network", self.network, "--port", str(self.port), "--metrics-port", "0",
-                "--block-time-ms", str(BLOCK_TIME_MS), "--dev", "--min-tempo", "1"]
+                "--block-time-ms", str(BLOCK_TIME_MS), "--dev", "--min-tempo", "1", *extra]
         with self.log_path.open("a") as log:  # the child keeps its own descriptor
             self.process = subprocess.Popen(args, cwd=REPO, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                                             env=os.environ | {"AGORA_LOG_LEVEL": "INFO"})
