@@ -178,9 +178,8 @@ async def test_ten_times_capacity_sheds_but_serves_the_high_stake_caller(smol_mi
         flood = [asyncio.ensure_future(outcome(small, i)) for i in range(10 * capacity)]
         await asyncio.sleep(0.2)   # the queue is full of low-stake work now
         vip = [asyncio.ensure_future(outcome(big, i)) for i in range(4)]
-        t0 = time.perf_counter()
         info = await big.info()    # the event loop answers while the compute thread is busy
-        info_seconds = time.perf_counter() - t0
+        answered_while_busy = not all(f.done() for f in vip)
         low, high = await asyncio.gather(asyncio.gather(*flood), asyncio.gather(*vip))
         status = await health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service="agora.miner.v1.Miner"))
@@ -188,7 +187,7 @@ async def test_ten_times_capacity_sheds_but_serves_the_high_stake_caller(smol_mi
     assert set(low) <= {grpc.StatusCode.OK, grpc.StatusCode.RESOURCE_EXHAUSTED}
     assert low.count(grpc.StatusCode.RESOURCE_EXHAUSTED) >= 8 * capacity
     assert low.count(grpc.StatusCode.OK) >= smol_miner.settings.queue_limit - 4   # some were evicted by the vip
-    assert info.ready and info_seconds < 1.5
+    assert info.ready and answered_while_busy
     assert status.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -253,9 +252,11 @@ def test_a_gguf_file_is_converted_once_into_a_plain_folder(tmp_path, monkeypatch
     assert folder.parent == tmp_path / "models" and (folder / ".agora-complete").exists()
     assert "quantization_config" not in json.loads((folder / "config.json").read_text())
     assert [p.name for p in (tmp_path / "models").iterdir() if not p.name.startswith(".")] == [folder.name]
-    t0 = time.perf_counter()
+    def no_conversion(*args, **kwargs):
+        raise AssertionError("converted a second time")
+
+    monkeypatch.setattr(sources, "convert_gguf", no_conversion)
     assert sources.resolve(str(gguf)) == source   # the second time: reused, nothing converted
-    assert time.perf_counter() - t0 < 1
     model = load_model(str(folder), LoadOptions(threads=1))
     (words,) = model.next_words(["The capital of France is"], 5)
     assert words[0][0].startswith(" Paris")
