@@ -12,9 +12,11 @@ import pytest
 from agora.chain.v1 import chain_pb2
 from services.chain import client as calls
 from services.chain.client import ChainClient
+from services.chain.epoch import yuma_params
 from services.chain.local import LocalChain
 from services.chain.main import ChainNode
 from services.chain.subnets import NetworkParams
+from services.chain.yuma import BondRows, bonds_from_u16, compute_yuma, dense_bonds, next_bond_rows
 from services.common.keys import dev_keypair
 from tests.conftest import chain_settings
 from tests.test_subnets import ALICE, BOB, TAO, expect_failed_in_block, expect_refused, new_subnet
@@ -130,6 +132,44 @@ async def test_minority_colluder_cannot_lift_its_miner_and_loses_dividends(local
     assert int(b["dividends"][colluder]) / 60 < 0.2 * honest_per_stake
     # and the other validators' dividends rise by what it lost
     assert int(b["dividends"][0]) > int(a["dividends"][0])
+
+
+# ---- the Yuma variant is a hyperparameter ----
+
+
+async def test_the_same_weights_give_yuma_3_bonds_on_a_subnet_set_to_3(local):
+    """Three subnets, the same validator weights: Yuma 2 (default) stores column max-upscaled
+    bonds, yuma_version 3 an EMA of the weights (rate 1 - bonds_moving_average), and Yuma 3 with
+    liquid alpha a per-bond rate from its sigmoid. The chain's stored rows equal what the pure
+    Yuma and its storage rule give for the same inputs, epoch after epoch."""
+    variants = {"y2": {}, "y3": {"yuma_version": 3}, "liquid": {"yuma_version": 3, "liquid_alpha_enabled": 1}}
+    stored: dict[str, list[list[int]]] = {}
+    for tag, hyperparameters in variants.items():
+        netuid = await new_subnet(local, tempo=3, weights_rate_limit=0, target_regs_per_interval=10,
+                                  **hyperparameters)
+        hp = (await local.ledger.subnet(netuid)).hp
+        assert hp.yuma_version == hyperparameters.get("yuma_version", 2)
+        (validator,), _ = await populate(local, netuid, tag, [100 * TAO], 2)
+        assert (await local.run(validator, calls.set_weights_call(netuid, [1, 2], [3, 1]))).ok
+        params = yuma_params(await local.ledger.subnet_snapshot(netuid))
+        expected: BondRows = {}
+        rows = []
+        for _ in range(2):  # two epochs: the second shows the EMA carrying the first
+            epoch = (await local.ledger.subnet(netuid)).last_epoch
+            while (await local.ledger.subnet(netuid)).last_epoch == epoch:
+                await local.produce()
+            w = np.array([[0, 3, 1], [0, 0, 0], [0, 0, 0]], dtype=float)
+            r = compute_yuma(w, np.array([1.0, 0, 0]), bonds_from_u16(dense_bonds(expected, 3)), params)
+            expected = next_bond_rows(expected, r.bonds, r.epoch_permit, r.validator_permit, params.yuma3)
+            targets, values = (await local.ledger.subnet_snapshot(netuid)).bonds[0]
+            assert targets.tolist() == [1, 2]
+            assert values.tolist() == expected[0][1].tolist(), (tag, values, expected[0][1])
+            rows.append(values.tolist())
+        stored[tag] = rows
+    assert stored["y2"] == [[U16, U16], [U16, U16]]               # column max-upscaled: one validator holds all
+    (b1, b2) = stored["y3"]
+    assert abs(b1[0] - 0.1 * 0.75 * U16) <= 1 and abs(b2[0] - (0.1 + 0.09) * 0.75 * U16) <= 2
+    assert stored["liquid"][0][0] > 5 * stored["y3"][0][0]      # liquid alpha's rate here is ~0.7, not 0.1
 
 
 # ---- the metagraph over gRPC ----

@@ -255,7 +255,7 @@ def test_a_gguf_file_is_converted_once_into_a_plain_folder(tmp_path, monkeypatch
     def no_conversion(*args, **kwargs):
         raise AssertionError("converted a second time")
 
-    monkeypatch.setattr(sources, "convert_gguf", no_conversion)
+    monkeypatch.setattr(sources, "_staging", no_conversion)   # where a conversion writes its folder
     assert sources.resolve(str(gguf)) == source   # the second time: reused, nothing converted
     model = load_model(str(folder), LoadOptions(threads=1))
     (words,) = model.next_words(["The capital of France is"], 5)

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from services.chain.yuma import (
     U16_MAX,
+    BondRows,
     YumaParams,
     YumaResult,
     activity_mask,
@@ -23,9 +24,10 @@ from services.chain.yuma import (
     bonds_to_u16,
     col_max_upscale,
     compute_yuma,
+    dense_bonds,
     is_topk_nonzero,
     max_upscale_rows_u16,
-    merge_stored_bonds,
+    next_bond_rows,
     registered_since,
     stake_weighted_median,
     to_u16,
@@ -46,7 +48,7 @@ class ChainSim:
         self.p, self.tempo, self.owner_uid, self.block = p, tempo, owner_uid, 0
         self.stake = np.asarray(stake, dtype=np.float64)
         self.weights = np.zeros((n, n), dtype=np.uint16)
-        self.bonds = np.zeros((n, n), dtype=np.uint16)
+        self.bond_rows: BondRows = {}
         self.permit = np.zeros(n, dtype=bool)
         self.last_update = np.zeros(n, dtype=np.int64)
         self.block_at_registration = np.zeros(n, dtype=np.int64)
@@ -57,12 +59,23 @@ class ChainSim:
         self.weights[uid] = max_upscale_rows_u16(row)
         self.last_update[uid] = self.block
 
+    @property
+    def bonds(self) -> np.ndarray:
+        """The stored u16 bonds as a dense n x n matrix."""
+        return dense_bonds(self.bond_rows, len(self.stake))
+
+    def reset_bonds(self, column: int) -> None:
+        """do_reset_bonds: every stored bond on uid `column` is zeroed."""
+        for uid, (targets, values) in list(self.bond_rows.items()):
+            keep = np.asarray(targets) != column
+            self.bond_rows[uid] = (np.asarray(targets)[keep], np.asarray(values)[keep])
+
     def register(self, uid: int, stake: float = 0.0) -> None:
         """replace_neuron + clear_neuron: a new key at uid."""
         self.stake[uid] = stake
         self.weights[uid] = 0
         self.weights[:, uid] = 0
-        self.bonds[uid] = 0
+        self.bond_rows.pop(uid, None)
         self.permit[uid] = False
         self.block_at_registration[uid] = self.last_update[uid] = self.block
 
@@ -81,8 +94,8 @@ class ChainSim:
                 self.block_at_registration, max(0, self.block - self.tempo)
             ),
         )
-        new = bonds_to_u16(r.bonds, self.p.yuma3)
-        self.bonds = merge_stored_bonds(self.bonds, new, r.epoch_permit, r.validator_permit)
+        # the epoch's own storage rule (services/chain/epoch.py stores what next_bond_rows gives)
+        self.bond_rows = next_bond_rows(self.bond_rows, r.bonds, r.epoch_permit, r.validator_permit, self.p.yuma3)
         self.permit = r.validator_permit
         return r
 
@@ -459,7 +472,7 @@ def _run_yuma3(stakes, schedule, epochs, p=YUMA3, reset=None):
             for uid, row in enumerate(rows):
                 sim.set_weights(uid, servers, row)
         if reset is not None and e == reset[0]:
-            sim.bonds[:, reset[1]] = 0  # do_reset_bonds
+            sim.reset_bonds(reset[1])
         sim.block += 1
         r = sim.epoch()
         yield e, to_u16(r.dividends) / M, sim.bonds[:3, 3:] / M
@@ -757,10 +770,13 @@ def test_u16_helpers_round_as_the_chain():
 
 def test_bond_rows_follow_the_permit_storage_rule():
     """New permit -> new row; permit lost -> row emptied; neither -> row untouched."""
-    stored = np.full((3, 2), 7, dtype=np.uint16)
-    new = np.full((3, 2), 9, dtype=np.uint16)
-    merged = merge_stored_bonds(stored, new, np.array([True, True, False]), np.array([True, False, False]))
-    assert merged.tolist() == [[9, 9], [0, 0], [7, 7]]
+    stored = {uid: (np.array([0, 1]), np.array([7, 7], dtype=np.uint16)) for uid in range(3)}
+    new = np.array([[0.5, 1.0, 0.0], [0.5, 0.25, 0.0], [1.0, 1.0, 0.0]])
+    rows = next_bond_rows(stored, new, np.array([True, True, False]), np.array([True, False, False]), yuma3=True)
+    assert dense_bonds(rows, 3).tolist() == [[32767, M, 0], [0, 0, 0], [7, 7, 0]]
+    # Yuma 2 stores its rows column max-upscaled (the whole matrix's column max)
+    rows = next_bond_rows({}, new, np.array([True, True, True]), np.array([True, True, False]), yuma3=False)
+    assert dense_bonds(rows, 3).tolist() == [[32767, M, 0], [32767, 16383, 0], [0, 0, 0]]
 
 
 def test_rows_without_stake_do_not_vote_and_zeros_stay_zero():

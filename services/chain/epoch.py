@@ -25,9 +25,9 @@ from services.chain.yuma import (
     YumaParams,
     YumaResult,
     activity_mask,
-    bonds_to_u16,
     compute_yuma,
     max_upscale_rows_u16,
+    next_bond_rows,
     registered_since,
     to_u16,
 )
@@ -71,6 +71,9 @@ class EpochPlan:
 def yuma_params(snap: SubnetSnapshot) -> YumaParams:
     hp = snap.subnet.hp
     return YumaParams(kappa=hp.kappa, bonds_moving_average=hp.bonds_moving_average,
+                      bonds_penalty=hp.bonds_penalty, yuma3=hp.yuma_version == 3,
+                      liquid_alpha=bool(hp.liquid_alpha_enabled), alpha_low=hp.alpha_low,
+                      alpha_high=hp.alpha_high, alpha_sigmoid_steepness=hp.alpha_sigmoid_steepness,
                       max_allowed_validators=hp.max_allowed_validators)
 
 
@@ -125,21 +128,10 @@ def compute_epoch(snap: SubnetSnapshot, block: int) -> EpochOutputs:
 
 
 def _bond_rows(snap: SubnetSnapshot, result: YumaResult) -> dict[int, bytes]:
-    """The chain's storage rule: a uid with a new permit stores its new row, one that lost its
-    permit is emptied, any other keeps its stored row. Rows are stored sparse (non-zero only)."""
-    gate = np.flatnonzero(result.epoch_permit)
-    new_u16 = bonds_to_u16(result.bonds[gate], yuma3=False)  # only gated rows are non-zero
-    new_rows = dict(zip(gate.tolist(), new_u16, strict=True))
-    rows: dict[int, bytes] = {}
-    for uid, (targets, values) in snap.bonds.items():
-        if uid < snap.subnet.n and not result.epoch_permit[uid] and not result.validator_permit[uid]:
-            rows[uid] = pack_row(targets, values)
-    for uid in np.flatnonzero(result.validator_permit).tolist():
-        row = new_rows.get(uid)
-        if row is not None and row.any():
-            keep = np.flatnonzero(row)
-            rows[uid] = pack_row(keep, row[keep])
-    return rows
+    """The bond rows to store (yuma.next_bond_rows, the rule the Yuma tests run), packed."""
+    rows = next_bond_rows(snap.bonds, result.bonds, result.epoch_permit, result.validator_permit,
+                          yuma3=snap.subnet.hp.yuma_version == 3)
+    return {uid: pack_row(targets, values) for uid, (targets, values) in rows.items()}
 
 
 def dividend_hotkeys(snap: SubnetSnapshot, outputs: EpochOutputs) -> list[str]:

@@ -15,6 +15,7 @@ from services.common.units import MAX_AMOUNT_RAO, RAO_PER_TAO
 ROOT_NETUID = 0
 MAX_UIDS = 4096                      # per subnet, the most Yuma is asked to handle
 MAX_NETUID = 4095
+ALPHA_HIGH_MIN = 52_428                 # u16 0.8: the least alpha_high subtensor accepts
 DEFAULT_TAKE_U16 = 11_796            # 18%: a delegate's take unless it sets one
 MAX_TAKE_U16 = 11_796                # Bittensor's MaxDelegateTake
 OWNER_CUT_U16 = 11_796               # 18% of each epoch's emission goes to the subnet owner
@@ -93,6 +94,20 @@ class Hyperparameters:
     """A uid whose last update is older than this many blocks does not vote."""
     serving_rate_limit: int = 50
     """Blocks between two serve_axon of one uid."""
+    bonds_penalty: int = 65_535
+    """u16: how much of a weight above consensus is cut before it builds bonds (65535: all of it)."""
+    yuma_version: int = 2
+    """2: bonds scale with stake (Bittensor's Yuma3On false); 3: bonds are an EMA of the weights
+    in [0, 1] and stake enters at payout, so an early supporter of a rising miner keeps its claim."""
+    liquid_alpha_enabled: int = 0
+    """Yuma 3: 1 for a per-bond EMA rate between alpha_low and alpha_high (fast when a validator
+    moves ahead of consensus), 0 for the fixed rate 1 - bonds_moving_average."""
+    alpha_low: int = 45_875
+    """u16: liquid alpha's lowest rate (0.7)."""
+    alpha_high: int = 58_982
+    """u16: liquid alpha's highest rate (0.9)."""
+    alpha_sigmoid_steepness: int = 1000
+    """How sharply liquid alpha moves from low to high as a bond departs from consensus."""
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | int]) -> Hyperparameters:
@@ -132,6 +147,13 @@ def hyperparameter_bounds(net: NetworkParams) -> dict[str, Bound]:
         Bound("adjustment_interval", 1, 50_400, "blocks between burn adjustments"),
         Bound("activity_cutoff", 1, 100_800, "blocks after which a silent uid stops voting"),
         Bound("serving_rate_limit", 0, 50_400, "blocks between serve_axon of one uid"),
+        Bound("bonds_penalty", 0, 65_535, "u16 share of out-of-consensus weight cut before it bonds"),
+        Bound("yuma_version", 2, 3, "Yuma consensus variant: 2 (stake-scaled bonds) or 3 (weight-EMA bonds)"),
+        Bound("liquid_alpha_enabled", 0, 1, "Yuma 3: 1 for a per-bond EMA rate between alpha_low and alpha_high"),
+        # subtensor's do_set_alpha_values: alpha_high >= 0.8, 0 < alpha_low < 0.8 (so low < high)
+        Bound("alpha_low", 1, ALPHA_HIGH_MIN - 1, "u16 lowest liquid-alpha rate"),
+        Bound("alpha_high", ALPHA_HIGH_MIN, 65_535, "u16 highest liquid-alpha rate"),
+        Bound("alpha_sigmoid_steepness", 1, 10_000, "steepness of liquid alpha's sigmoid"),
     ]
     return {b.name: b for b in table}
 

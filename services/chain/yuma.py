@@ -69,7 +69,7 @@ class YumaResult:
     dividends: FloatArray
     bonds: FloatArray
     """B' as dividends used it: Yuma 2 column-normalised, Yuma 3 fractions in [0, 1]. Rows of
-    uids without an epoch permit are zero; store with bonds_to_u16 and merge_stored_bonds."""
+    uids without an epoch permit are zero; stored by next_bond_rows."""
     validator_permit: BoolArray
     """New permits, to be stored and to gate the next epoch."""
     epoch_permit: BoolArray
@@ -344,15 +344,35 @@ def bonds_from_u16(stored: NDArray[np.uint16]) -> FloatArray:
     return np.asarray(stored, dtype=np.float64) / U16_MAX
 
 
-def merge_stored_bonds(
-    stored: NDArray[np.uint16], new: NDArray[np.uint16], epoch_permit: BoolArray, new_permit: BoolArray
-) -> NDArray[np.uint16]:
-    """The chain's row rule: a uid with a new permit stores its new row, one that lost its permit
-    is emptied, any other row is left as it was."""
-    out = np.array(stored, dtype=np.uint16)
-    new_permit = np.asarray(new_permit, dtype=bool)
-    out[new_permit] = new[new_permit]
-    out[np.asarray(epoch_permit, dtype=bool) & ~new_permit] = 0
+BondRows = dict[int, tuple[NDArray[np.integer], NDArray[np.uint16]]]
+"""Stored bonds, sparse as the chain keeps them: uid -> (target uids, u16 values), non-zero only."""
+
+
+def next_bond_rows(stored: BondRows, bonds: FloatArray, epoch_permit: BoolArray, new_permit: BoolArray,
+                   yuma3: bool) -> BondRows:
+    """The chain's storage rule for an epoch's bonds: a uid with a new permit stores its new row
+    (bonds_to_u16 of the variant), one that lost its permit is emptied, any other keeps its stored
+    row. Only permitted rows are converted, so a 4096-uid subnet costs its few validator rows."""
+    epoch_permit, new_permit = np.asarray(epoch_permit, dtype=bool), np.asarray(new_permit, dtype=bool)
+    n = new_permit.shape[0]
+    rows: BondRows = {uid: row for uid, row in stored.items()
+                      if uid < n and not epoch_permit[uid] and not new_permit[uid]}
+    # converted over every row that voted (Yuma 2's column max spans them), stored where the permit stays
+    gate = np.flatnonzero(epoch_permit)
+    for uid, row in zip(gate.tolist(), bonds_to_u16(np.asarray(bonds)[gate], yuma3), strict=True):
+        keep = np.flatnonzero(row)
+        if new_permit[uid] and keep.size:
+            rows[uid] = (keep, row[keep])
+    return rows
+
+
+def dense_bonds(rows: BondRows, n: int) -> NDArray[np.uint16]:
+    """Sparse stored rows as an n x n u16 matrix (targets past n dropped)."""
+    out = np.zeros((n, n), dtype=np.uint16)
+    for uid, (targets, values) in rows.items():
+        keep = np.asarray(targets) < n
+        if uid < n:
+            out[uid, np.asarray(targets)[keep]] = np.asarray(values)[keep]
     return out
 
 
