@@ -11,10 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.common.units import RAO_PER_TAO, TOTAL_SUPPLY_RAO, Rao
+from services.common.units import RAO_PER_TAO, TOTAL_SUPPLY_RAO, U16_MAX, Rao
 
 DEFAULT_BLOCK_EMISSION_RAO = Rao(RAO_PER_TAO)
-U16_MAX = 65_535
 DEFAULT_OWNER_CUT_U16 = 11_796  # 18%
 DEFAULT_TAKE_U16 = 11_796  # 18%
 DELEGATE = "delegate"

@@ -18,11 +18,10 @@ from services.chain.subnets import MAX_NETUID, MAX_TAKE_U16, MAX_UIDS, ROOT_NETU
 from services.chain.subnets import check_hyperparameter as _check_hyperparameter
 from services.common import keys
 from services.common.errors import InvalidRequest, WrongChain
-from services.common.units import check_amount
+from services.common.units import U16_MAX, check_amount
 
 MAX_PAYLOAD_BYTES = 64 * 1024
 MAX_EXTRINSIC_BYTES = MAX_PAYLOAD_BYTES + 256   # payload, 64-byte signature and their field headers
-U16_MAX = 65_535
 MAX_NAME_CHARS = 64
 MAX_HOST_CHARS = 255
 MAX_PROTOCOL_CHARS = 16

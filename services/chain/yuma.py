@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-U16_MAX = 65_535
+from services.common.units import U16_MAX
 
 FloatArray = NDArray[np.float64]
 BoolArray = NDArray[np.bool_]

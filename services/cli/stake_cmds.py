@@ -15,9 +15,8 @@ from services.cli.subnet_cmds import short
 from services.cli.wallet_cmds import _option, _wallet_path_option
 from services.common import keys
 from services.common.errors import InvalidRequest, OutOfRange
-from services.common.units import check_amount, parse_tao
+from services.common.units import U16_MAX, check_amount, parse_tao
 
-U16_MAX = 65_535
 MAX_TAKE = Decimal("0.18")   # the chain's MAX_TAKE_U16 (11796) as a fraction, rounded down to 0.18
 
 

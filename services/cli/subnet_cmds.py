@@ -15,10 +15,9 @@ from services.cli.output import CommandFailed
 from services.cli.parsing import command_adder
 from services.cli.wallet_cmds import _option, _wallet_path_option
 from services.common.errors import InvalidRequest, OutOfRange, PermissionDenied
-from services.common.units import parse_tao
+from services.common.units import U16_MAX, parse_tao
 
 TASK_NAMES = ("next-token", "translation", "embedding")
-U16_MAX = 65_535
 U16_FIELDS = ("rank", "trust", "consensus", "incentive", "dividends", "validator_trust")
 
 

@@ -13,9 +13,7 @@ from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from services.cli import signing
 from services.common.errors import InvalidRequest
-from services.common.units import MAX_AMOUNT_RAO
-
-U16_MAX = 65_535
+from services.common.units import MAX_AMOUNT_RAO, U16_MAX
 
 
 def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser) -> None:

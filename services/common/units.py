@@ -1,4 +1,5 @@
-"""Money is integer rao everywhere; TAO exists only when parsing input or displaying."""
+"""The chain's units: money is integer rao everywhere (TAO exists only when parsing input or
+displaying), and shares are u16 fixed point (weights, kappa, takes, bonds, incentive)."""
 
 from decimal import Decimal, InvalidOperation
 from typing import NewType
@@ -11,6 +12,8 @@ RAO_PER_TAO = 10**9
 TOTAL_SUPPLY_RAO = Rao(21_000_000 * RAO_PER_TAO)
 # Lua numbers are doubles, exact only to 2^53: no single amount may exceed this (about 9.007M TAO).
 MAX_AMOUNT_RAO = Rao(2**53 - 1)
+U16_MAX = 65_535
+"""A share in u16 fixed point: U16_MAX stands for 1.0, as subtensor stores it."""
 
 
 def parse_tao(text: str) -> Rao:

@@ -23,10 +23,9 @@ from services.chain.client import (
 )
 from services.cli.signing import dev_hotkey, send
 from services.common import keys
-from services.common.units import RAO_PER_TAO, format_tao
+from services.common.units import RAO_PER_TAO, U16_MAX, format_tao
 from services.devnet.plan import OWNER, TEMPO, VALIDATORS, SubnetPlan, ValidatorPlan
 
-U16 = 65535
 HYPERPARAMETERS = {
     "tempo": TEMPO,
     "weights_rate_limit": TEMPO // 2,   # validators set weights once per tempo; registering starts the clock
@@ -149,7 +148,7 @@ async def set_root_weights(client: ChainClient, live: list[LiveSubnet], block_ti
     root's consensus (not an equal split) divides block emission among the subnets."""
     hotkey = validator_hotkey(root_validator())
     netuids = [s.netuid for s in live]
-    wanted = [round(w * U16) for w in ROOT_WEIGHTS[:len(netuids)]]
+    wanted = [round(w * U16_MAX) for w in ROOT_WEIGHTS[:len(netuids)]]
     while True:
         m, root = await client.metagraph(0), await client.subnet(0)
         me = next((nr for nr in m.neurons if nr.hotkey == hotkey.ss58_address), None)
@@ -182,8 +181,8 @@ async def show_metagraph(client: ChainClient, sub: LiveSubnet, say: Say) -> None
         f"{'EMISSION':>9} {'TRUST':>6} {'VTRUST':>6} PERMIT")
     for nr in m.neurons:
         say(f"    {nr.uid:>3}  {sub.labels.get(nr.hotkey, nr.hotkey[:10]):<22} {nr.stake // RAO_PER_TAO:>10,} "
-            f"{nr.incentive / U16:>9.4f} {nr.dividends / U16:>9.4f} {_tao4(nr.emission):>9} "
-            f"{nr.trust / U16:>6.3f} {nr.validator_trust / U16:>6.3f} {'*' if nr.validator_permit else ''}")
+            f"{nr.incentive / U16_MAX:>9.4f} {nr.dividends / U16_MAX:>9.4f} {_tao4(nr.emission):>9} "
+            f"{nr.trust / U16_MAX:>6.3f} {nr.validator_trust / U16_MAX:>6.3f} {'*' if nr.validator_permit else ''}")
 
 
 def spearman(a: list[float], b: list[float]) -> float:
@@ -218,7 +217,7 @@ async def final_incentives(client: ChainClient, sub: LiveSubnet) -> dict:
         nr = by_hotkey.get(miner_hotkey(miner.coldkey, miner.hotkey).ss58_address)
         if nr is not None:
             rows.append({"miner": miner.label, "hotkey": miner.hotkey, "uid": nr.uid,
-                         "incentive": nr.incentive / U16, "emission_rao": nr.emission})
+                         "incentive": nr.incentive / U16_MAX, "emission_rao": nr.emission})
     incentives = [r["incentive"] for r in rows]
     total = sum(incentives)
     last = rows[-1]["incentive"] / total if rows and total else 0.0

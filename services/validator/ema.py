@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from numbers import Real
 
-U16_MAX = 65535
+from services.common.units import U16_MAX
 
 
 @dataclass(frozen=True, slots=True)

@@ -24,7 +24,8 @@ from services.chain.subnets import (
     clamp_burn,
     hyperparameter_bounds,
 )
-from services.chain.yuma import U16_MAX, max_upscale_rows_u16
+from services.chain.yuma import max_upscale_rows_u16
+from services.common.units import U16_MAX
 
 # call -> shared script parts it needs between _call_begin and the call's own file
 CALL_SCRIPTS: dict[str, tuple[str, ...]] = {
