@@ -31,7 +31,6 @@ from services.chain.subnets import ROOT_NETUID, NetworkParams
 from services.common.errors import (
     AgoraError,
     DuplicateExtrinsic,
-    FailedPrecondition,
     FutureNonce,
     InsufficientFunds,
     Overloaded,
@@ -88,7 +87,9 @@ def _script_source(name: str) -> str:
 
 
 # The first word of a script's error reply names the refusal; the rest is the value that caused it.
-def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int, pool: PoolLimits) -> AgoraError:
+def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int, pool: PoolLimits) -> AgoraError | None:
+    """The refusal submit.lua named, or None for a reply it never gives (a script bug or a Redis
+    failure: INTERNAL, not the caller's fault)."""
     word, _, value = str(err).partition(" ")
     if word == "POOL_FULL":
         return Overloaded(f"the extrinsic pool is full ({value} waiting); retry after the next block")
@@ -123,7 +124,9 @@ def _submit_error(err: ResponseError, xt: CheckedExtrinsic, upfront: int, pool: 
         )
     if word == "NOT_LEADER":
         return Unavailable(value)
-    return FailedPrecondition(str(err))
+    if word == "OOM":   # Redis at maxmemory with noeviction refuses every write
+        return Overloaded("the chain's state store is full (Redis maxmemory): no extrinsic can be queued")
+    return None
 
 
 def _free_call_cooldown(xt: CheckedExtrinsic) -> str:
@@ -189,7 +192,10 @@ class LedgerCore:
                       "0" if pool.replaying else "1"],
             )
         except ResponseError as err:
-            raise _submit_error(err, xt, upfront, pool) from None
+            refusal = _submit_error(err, xt, upfront, pool)
+            if refusal is None:
+                raise
+            raise refusal from None
         return int(nxt)
 
     async def pool_holding(self, signer: str) -> tuple[int, int]:
