@@ -32,7 +32,7 @@ run: setup
 	RUN_SECONDS=$(RUN_SECONDS) $(PY) -m services.devnet
 
 test: setup
-	$(PY) -m pytest -q -rs -p no:cacheprovider
+	$(PY) -m pytest -q -rs --durations=15 -p no:cacheprovider
 
 test-fast: setup
 	$(PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"
