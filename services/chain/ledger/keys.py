@@ -20,7 +20,7 @@ Layout (prefix agora:<network>):
              pool:next (hash signer -> next nonce), pool:hold (hash extrinsic hash -> 'rao bytes lane'
              until it is applied or dropped), pool:reserved / pool:count / pool:bytes / pool:tag (hash
              signer -> rao, extrinsics, bytes, last tag), pool:lanes (hash free-call lane -> extrinsic
-             hash), pool:stats (hash: n, bytes, seq, vt), free_call_failed (hash 'call:hotkey' -> block)
+             hash), pool:stats (hash: bytes, seq, vt), free_call_failed (hash 'call:hotkey' -> block)
 """
 
 from __future__ import annotations

@@ -39,7 +39,6 @@ if hold then
     hdecr(KEYS[10], SIGNER, rao)
     hdecr(KEYS[12], SIGNER, size)
   end
-  redis.call('HINCRBY', KEYS[15], 'n', -1)
   hdecr(KEYS[15], 'bytes', size)
   if lane ~= '' then redis.call('HDEL', KEYS[14], lane) end
   redis.call('HDEL', KEYS[9], ARGV[8])

@@ -15,7 +15,7 @@ local capacity, max_bytes, per_signer = tonumber(ARGV[6]), tonumber(ARGV[7]), to
 local lane = ARGV[9]
 local HOLD, RESERVED, COUNT, BYTES, TAG, LANES, STATS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local size = #raw
-local n = tonumber(redis.call('HGET', STATS, 'n') or '0')
+local n = redis.call('HLEN', HOLD)   -- one hold per extrinsic queued or in the block being built
 local bytes = tonumber(redis.call('HGET', STATS, 'bytes') or '0')
 if n >= capacity then return redis.error_reply('POOL_FULL ' .. istr(n)) end
 if bytes + size > max_bytes then return redis.error_reply('POOL_FULL_BYTES ' .. istr(bytes)) end
@@ -62,7 +62,6 @@ redis.call('HSET', HOLD, hash, upfront .. ' ' .. istr(size) .. ' ' .. lane)
 redis.call('HINCRBY', RESERVED, signer, upfront)
 redis.call('HINCRBY', COUNT, signer, 1)
 redis.call('HINCRBY', BYTES, signer, size)
-redis.call('HINCRBY', STATS, 'n', 1)
 redis.call('HINCRBY', STATS, 'bytes', size)
 if lane ~= '' then redis.call('HSET', LANES, lane, hash) end
 redis.call('HSET', KEYS[3], signer, istr(nonce + 1))
