@@ -25,6 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.chain.extrinsics import HOTKEY_CALLS, MAX_EXTRINSIC_BYTES, CheckedExtrinsic
+from services.common.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
 
 FAILED_FREE_CALL_COOLDOWN_BLOCKS = 10
 """Blocks a hotkey waits after one of its fee-free calls failed in its block before that kind is
@@ -37,8 +38,8 @@ amount adds 275; tests/test_chain_adversary.py measures every call kind against 
 BLOCK_EVENTS_RESERVE_BYTES = 256 * 1024
 """Room kept in a block for its header and the block-level events (coinbase, epochs)."""
 
-GRPC_MESSAGE_BYTES = 4 * 1024 * 1024
-"""What a generic gRPC client (grpcurl, a default channel) receives at most."""
+GRPC_MESSAGE_BYTES = DEFAULT_MAX_MESSAGE_BYTES
+"""What the chain's server sends at most, and a generic gRPC client (grpcurl, a default channel) receives."""
 
 
 @dataclass(frozen=True, slots=True)

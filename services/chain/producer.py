@@ -24,9 +24,10 @@ from services.chain.coinbase import plan_coinbase
 from services.chain.epoch import run_epoch
 from services.chain.extrinsics import CheckedExtrinsic, decode_queued, extrinsic_fee
 from services.chain.ledger import ApplyResult, Ledger, NotLeader, epoch_step
-from services.chain.pool import GRPC_MESSAGE_BYTES, BlockLimits
+from services.chain.pool import BlockLimits
 from services.chain.subnets import ROOT_NETUID, is_epoch_block
 from services.common.errors import REDIS_UNREACHABLE
+from services.common.grpc_server import DEFAULT_MAX_MESSAGE_BYTES
 
 log = logging.getLogger(__name__)
 
@@ -147,15 +148,14 @@ class BlockProducer:
         _, parent_hash = await self.ledger.head()
         sealed = build_block(pending.number, parent_hash, pending.started_ms, extrinsics, results, fees,
                              block_events)
+        raw = sealed.block.SerializeToString()
+        if len(raw) > DEFAULT_MAX_MESSAGE_BYTES:  # the limits make this impossible; say so loudly if not
+            log.error("block %d is %d bytes, more than GetBlock can send (%d)", pending.number, len(raw),
+                      DEFAULT_MAX_MESSAGE_BYTES)
         await self.ledger.finalize_block(
-            self.token, pending.number, sealed.block.header.hash, sealed.block.SerializeToString(),
-            events_json(sealed.block), sealed.statuses,
+            self.token, pending.number, sealed.block.header.hash, raw, events_json(sealed.block), sealed.statuses,
         )
-        size = sealed.block.ByteSize()
-        if size > GRPC_MESSAGE_BYTES:  # the limits make this impossible; say so loudly if they do not
-            log.error("block %d is %d bytes, more than a gRPC client receives (%d)", pending.number, size,
-                      GRPC_MESSAGE_BYTES)
-        metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started, size)
+        metrics.observe_block(sealed.block, extrinsics, results, time.perf_counter() - started, len(raw))
         return sealed.block
 
     async def block_steps(self, number: int) -> list[list[str]]:

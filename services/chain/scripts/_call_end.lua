@@ -1,10 +1,11 @@
 -- Shared closing of every call script: the check / apply driver (see _call_begin.lua).
 local FREE_CALL_COOLDOWN = ARGV[9] ~= '' and tonumber(ARGV[9]) or nil
+local FAILED_FIELD = CALL .. ':' .. SIGNER   -- this call kind of this hotkey in free_call_failed
 
 -- a fee-free call that failed in its block cost its hotkey nothing, so that kind waits a while
 local function checked()
   if FREE_CALL_COOLDOWN then
-    local failed = redis.call('HGET', KEYS[16], CALL .. ':' .. SIGNER)
+    local failed = redis.call('HGET', KEYS[16], FAILED_FIELD)
     if failed and BLOCK < tonumber(failed) + FREE_CALL_COOLDOWN then
       local opens = tonumber(failed) + FREE_CALL_COOLDOWN
       return fail('RateLimited', CALL .. ' by ' .. SIGNER .. ' failed in block ' .. failed
@@ -73,11 +74,11 @@ end
 -- every check of the call comes before its first write: Redis does not roll a script back
 local err, ctx = checked()
 if err then
-  if FREE_CALL_COOLDOWN then redis.call('HSET', KEYS[16], CALL .. ':' .. SIGNER, istr(BLOCK)) end
+  if FREE_CALL_COOLDOWN then redis.call('HSET', KEYS[16], FAILED_FIELD, istr(BLOCK)) end
   events[#events + 1] = {'ExtrinsicFailed', 'error', err[1]}
   return finish({applied = true, ok = false, error = err[1] .. ': ' .. err[2], events = events})
 end
-if FREE_CALL_COOLDOWN then redis.call('HDEL', KEYS[16], CALL .. ':' .. SIGNER) end
+if FREE_CALL_COOLDOWN then redis.call('HDEL', KEYS[16], FAILED_FIELD) end
 for _, event in ipairs(apply(ctx)) do
   events[#events + 1] = event
 end
