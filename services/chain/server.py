@@ -22,6 +22,12 @@ from services.common.error_mapping import status_code_for
 from services.common.errors import REDIS_UNREACHABLE, AgoraError, InvalidRequest, NotFound
 
 MAX_BATCH = 10_000
+# With no timeout_ms, a waiter waits this many blocks, not a wall-clock time: a chain slowed by a
+# busy machine still gets its 10 blocks to include the extrinsic. The caller's own deadline (less
+# a margin to send the answer) or MAX_DEFAULT_WAIT_S bounds it when blocks stop coming.
+DEFAULT_WAIT_BLOCKS = 10
+MAX_DEFAULT_WAIT_S = 120.0
+DEADLINE_MARGIN_S = 0.25
 
 
 class BlockFollower:
@@ -94,11 +100,20 @@ class ChainService(chain_pb2_grpc.ChainServicer):
         metrics.submitted.labels("queued").inc()
         response = chain_pb2.SubmitExtrinsicResponse(hash=xt.hash)
         if request.wait_for_inclusion:
-            timeout = (request.timeout_ms or 10 * self.block_time_ms) / 1000
-            response.status.CopyFrom(await self._wait_for_inclusion(xt.hash, timeout))
+            if request.timeout_ms:
+                timeout, last_block = request.timeout_ms / 1000, None
+            else:
+                remaining = context.time_remaining()
+                timeout = min(MAX_DEFAULT_WAIT_S, MAX_DEFAULT_WAIT_S if remaining is None
+                              else max(0.0, remaining - DEADLINE_MARGIN_S))
+                last_block = self.follower.head + DEFAULT_WAIT_BLOCKS
+            response.status.CopyFrom(await self._wait_for_inclusion(xt.hash, timeout, last_block))
         return response
 
-    async def _wait_for_inclusion(self, xt_hash: bytes, timeout: float) -> chain_pb2.ExtrinsicStatus:
+    async def _wait_for_inclusion(self, xt_hash: bytes, timeout: float,
+                                  last_block: int | None) -> chain_pb2.ExtrinsicStatus:
+        """Wait until the extrinsic leaves the pool, `timeout` seconds pass, or (if given) the head
+        reaches `last_block`; the status at that moment (QUEUED if still waiting)."""
         deadline = time.monotonic() + timeout
         while True:
             head = self.follower.head
@@ -112,7 +127,8 @@ class ChainService(chain_pb2_grpc.ChainServicer):
                 await asyncio.sleep(min(0.2, max(0.0, deadline - time.monotonic())))
                 continue
             left = deadline - time.monotonic()
-            if status.state != chain_pb2.ExtrinsicStatus.QUEUED or left <= 0:
+            blocks_done = last_block is not None and head >= last_block
+            if status.state != chain_pb2.ExtrinsicStatus.QUEUED or left <= 0 or blocks_done:
                 return status
             await self.follower.wait_past(head, left)
 

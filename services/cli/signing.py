@@ -127,15 +127,14 @@ async def send(client, keypair: Keypair, calls: list, *, what: str) -> list[Incl
     """Sign `calls` with consecutive nonces, queue them, wait for their blocks. A call the chain
     refuses at once raises its gRPC error; one that fails in its block raises the chain's error
     (the fee is paid). `what` names the action in messages ("register on subnet 1")."""
-    info = await client.info()
     nonce = (await client.account(keypair.ss58_address)).pool_nonce
-    wait_ms = 10 * info.block_time_ms
     hashes = []
     for k, call in enumerate(calls):
         last = k == len(calls) - 1
-        # only the last waits: the pool is first come, first served, so the others are in by then
+        # only the last waits (the chain's default: 10 blocks): a signer's extrinsics are applied
+        # in nonce order, so the others are in by then
         xt = await client.sign(keypair, call, nonce + k)
-        resp = await client.submit(xt, wait=last, timeout_ms=wait_ms if last else 0)
+        resp = await client.submit(xt, wait=last)
         hashes.append(resp.hash)
     results = []
     for xt_hash in hashes:
