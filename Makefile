@@ -9,6 +9,8 @@ PROTOS := $(shell find protos -name '*.proto')
 GEN_STAMP := gen/.stamp
 BENCH ?= all
 RUN_SECONDS ?=
+# most tests wait on blocks, not on a core: two workers halve the wall time on a 2-core machine
+TEST_WORKERS ?= 2
 
 .PHONY: setup run test test-fast bench lint proto clean soak
 
@@ -32,7 +34,7 @@ run: setup
 	RUN_SECONDS=$(RUN_SECONDS) $(PY) -m services.devnet
 
 test: setup
-	$(PY) -m pytest -q -rs --durations=15 -p no:cacheprovider
+	$(PY) -m pytest -q -rs --durations=15 -p no:cacheprovider -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
 	$(PY) -m pytest -q -rs -p no:cacheprovider -m "not slow"

@@ -71,3 +71,10 @@ def minilm():
     from services.miner.model import LoadOptions, load_model
 
     return load_model("minilm-l6", LoadOptions(threads=1))
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Model-heavy (slow) files first: with workers, the longest jobs start at once and the short
+    ones fill in around them, instead of one long file starting last and running alone."""
+    slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.path not in slow_files)   # stable: file order kept otherwise
