@@ -18,7 +18,7 @@ from typing import Protocol, TypeVar
 from bittensor_wallet import Keypair
 
 from agora.chain.v1 import chain_pb2
-from services.chain.codec import blake2_256
+from services.chain.codec import blake2_256, weight_commit_hash
 from services.chain.extrinsics import check_extrinsic
 from services.chain.ledger import Economy, Ledger
 from services.chain.ledger.digest import state_digest
@@ -27,7 +27,7 @@ from services.chain.pool import EVENT_BYTES_PER_EXTRINSIC
 from services.chain.settings import ChainSettings, dev_balances
 from services.chain.subnets import MAX_NETUID, ROOT_NETUID, NetworkParams, hyperparameter_bounds
 from services.common.errors import AgoraError
-from services.common.keys import dev_keypair
+from services.common.keys import dev_keypair, public_key
 from services.common.units import MAX_AMOUNT_RAO
 
 T = TypeVar("T")
@@ -40,7 +40,10 @@ POOR = [dev_keypair(f"reliability/poor/{i}") for i in range(2)]    # no genesis 
 HOTKEYS = [dev_keypair(f"reliability/hotkey/{i}") for i in range(8)]
 ACCOUNTS = [*COLDKEYS, *POOR, *HOTKEYS]
 KINDS = ("transfer", "register_network", "set_hyperparameter", "burned_register", "serve_axon", "add_stake",
-         "remove_stake", "set_delegate_take", "set_weights", "root_register", "set_root_weights")
+         "remove_stake", "set_delegate_take", "set_weights", "root_register", "set_root_weights", "commit_weights",
+         "reveal_weights")
+# commit-reveal: a few fixed rows, so a later reveal by the same hotkey often matches an earlier commit
+CR_ROWS = (([0], [65_535], [1]), ([0, 1], [1, 2], [7, 7]), ([1, 2], [3, 0], [9]))
 TAMPERS = ("signature", "impostor", "chain_id", "short_chain_id", "tip", "stale_nonce", "future_nonce",
            "garbage_payload", "no_call")
 SUBNET_SETUP = {"tempo": 2, "max_allowed_uids": 4, "immunity_period": 3, "weights_rate_limit": 1,
@@ -166,6 +169,15 @@ def propose(pick: Chooser, view: View) -> Attempt:
             weights = [pick.choice([1, 65_535, 0, 65_536]) for _ in range(pick.choice([count, count + 1]))]
         call = C.Call(set_weights=C.SetWeights(netuid=netuid, uids=uids, weights=weights,
                                                version_key=pick.choice([0, 0, MAX_AMOUNT_RAO])))
+        return Attempt(kind, signer, call, precheck=precheck)
+    elif kind in ("commit_weights", "reveal_weights"):
+        signer = _by_address(pick.choice(members)) if members and aimed else hotkey
+        uids, weights, salt = pick.choice(CR_ROWS)
+        if kind == "reveal_weights":
+            call = C.Call(reveal_weights=C.RevealWeights(netuid=netuid, uids=uids, weights=weights, salt=salt))
+        else:
+            digest = weight_commit_hash(public_key(signer.ss58_address), netuid, uids, weights, salt, 0)
+            call = C.Call(commit_weights=C.CommitWeights(netuid=netuid, commit_hash=pick.choice([digest, digest[:31]])))
         return Attempt(kind, signer, call, precheck=precheck)
     elif kind == "root_register":
         call = C.Call(root_register=C.RootRegister(hotkey=hotkey.ss58_address))

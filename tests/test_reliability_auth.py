@@ -162,6 +162,8 @@ def _calls(netuid: int) -> dict[str, tuple[Keypair, chain_pb2.Call]]:
         "root_register": (BOB, chain_pb2.Call(root_register=chain_pb2.RootRegister(hotkey=V_HK.ss58_address))),
         "set_root_weights": (V_HK, chain_pb2.Call(set_root_weights=chain_pb2.SetRootWeights(netuids=[netuid],
                                                                                             weights=[1]))),
+        "commit_weights": (V_HK, calls.commit_weights_call(netuid, bytes(32))),
+        "reveal_weights": (V_HK, calls.reveal_weights_call(netuid, [1, 2], [1, 1], [1])),
     }
 
 

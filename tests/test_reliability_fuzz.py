@@ -180,6 +180,8 @@ VALID_CALLS = [
     chain_pb2.Call(set_weights=chain_pb2.SetWeights(netuid=1, uids=[0, 1], weights=[1, 2])),
     chain_pb2.Call(root_register=chain_pb2.RootRegister(hotkey=ADDRESSES[2])),
     chain_pb2.Call(set_root_weights=chain_pb2.SetRootWeights(netuids=[1], weights=[1])),
+    calls.commit_weights_call(1, bytes(range(32))),
+    calls.reveal_weights_call(1, [0, 1], [1, 2], [5, 6, 7]),
 ]
 
 

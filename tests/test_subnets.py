@@ -13,6 +13,7 @@ import pytest
 
 from services.chain import client as calls
 from services.chain.errors import CHAIN_ERRORS
+from services.chain.extrinsics import HOTKEY_CALLS
 from services.chain.local import LocalChain
 from services.chain.subnets import INITIAL_BURN_RAO, NetworkParams, adjusted_burn
 from services.common.error_mapping import status_code_for
@@ -64,7 +65,7 @@ async def expect_refused(local: LocalChain, keypair, call, code: grpc.StatusCode
 
 async def expect_failed_in_block(local: LocalChain, keypair, call, error: str) -> None:
     """Queued without the submit checks, the call fails in its block: only nonce and fee change."""
-    fee = 0 if call.WhichOneof("call") in ("serve_axon", "set_weights", "set_root_weights") else local.fee
+    fee = 0 if call.WhichOneof("call") in HOTKEY_CALLS else local.fee
     who = keypair.ss58_address
     account0, e0 = await local.ledger.account(who), await local.ledger.economy()
     stake0 = await local.ledger.stake_of(who)

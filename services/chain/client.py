@@ -67,6 +67,18 @@ def set_weights_call(netuid: int, uids: list[int], weights: list[int], version_k
                                                            version_key=version_key))
 
 
+def commit_weights_call(netuid: int, commit_hash: bytes) -> chain_pb2.Call:
+    """Commit-reveal, step 1; the hash from weight_commit_hash (services.chain.codec)."""
+    return chain_pb2.Call(commit_weights=chain_pb2.CommitWeights(netuid=netuid, commit_hash=commit_hash))
+
+
+def reveal_weights_call(netuid: int, uids: list[int], weights: list[int], salt: list[int],
+                        version_key: int = 0) -> chain_pb2.Call:
+    """Commit-reveal, step 2: exactly the uids, weights (same order), salt and version_key hashed."""
+    return chain_pb2.Call(reveal_weights=chain_pb2.RevealWeights(netuid=netuid, uids=uids, weights=weights,
+                                                                 salt=salt, version_key=version_key))
+
+
 def root_register_call(hotkey: str) -> chain_pb2.Call:
     return chain_pb2.Call(root_register=chain_pb2.RootRegister(hotkey=hotkey))
 

@@ -21,6 +21,31 @@ def extrinsic_hash(payload: bytes, signature: bytes) -> bytes:
     return blake2_256(payload + signature)
 
 
+def scale_compact(n: int) -> bytes:
+    """SCALE's compact encoding of a non-negative integer below 2**30 (a vector's length prefix)."""
+    if n < 1 << 6:
+        return bytes([n << 2])
+    if n < 1 << 14:
+        return ((n << 2) | 1).to_bytes(2, "little")
+    if n < 1 << 30:
+        return ((n << 2) | 2).to_bytes(4, "little")
+    raise ValueError(f"{n} is too long for a weights vector")
+
+
+def _scale_u16s(values: Sequence[int]) -> bytes:
+    return scale_compact(len(values)) + b"".join(int(v).to_bytes(2, "little") for v in values)
+
+
+def weight_commit_hash(public_key: bytes, netuid: int, uids: Sequence[int], weights: Sequence[int],
+                       salt: Sequence[int], version_key: int) -> bytes:
+    """What commit_weights commits to, byte for byte Bittensor's generate_weight_hash: blake2b-256 of
+    the SCALE encoding of (AccountId32, netuid u16, uids Vec<u16>, weights Vec<u16>, salt Vec<u16>,
+    version_key u64). The uids and weights in the order given: the reveal must repeat that order."""
+    data = (bytes(public_key) + netuid.to_bytes(2, "little") + _scale_u16s(uids) + _scale_u16s(weights)
+            + _scale_u16s(salt) + version_key.to_bytes(8, "little"))
+    return blake2_256(data)
+
+
 def merkle_root(leaves: list[bytes]) -> bytes:
     """Binary Merkle root over already-hashed leaves.
 

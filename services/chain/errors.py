@@ -70,6 +70,30 @@ class WeightsVersionTooLow(FailedPrecondition):
     pass
 
 
+class CommitRevealEnabled(FailedPrecondition):
+    """The subnet takes weights by commit and reveal: set_weights is refused."""
+
+
+class CommitRevealDisabled(FailedPrecondition):
+    """The subnet takes weights by set_weights: commits and reveals are refused."""
+
+
+class RevealTooEarly(FailedPrecondition):
+    """The commit's reveal window has not opened: the message gives its blocks."""
+
+
+class ExpiredWeightCommit(FailedPrecondition):
+    """The commit's reveal window has passed: it never counts; commit again."""
+
+
+class InvalidRevealCommitHashNotMatch(FailedPrecondition):
+    """The revealed uids, weights, salt and version_key hash to none of the hotkey's commits."""
+
+
+class NoWeightsCommitFound(NotFound):
+    pass
+
+
 class RootNotAllowed(InvalidRequest):
     """The call does not apply to the root subnet (netuid 0), or only to it."""
 
@@ -106,6 +130,10 @@ class TooManyRegistrations(Overloaded):
     pass
 
 
+class TooManyUnrevealedCommits(Overloaded):
+    """A hotkey holds at most MAX_UNREVEALED_COMMITS unrevealed commits on a subnet."""
+
+
 CHAIN_ERRORS: dict[str, type[AgoraError]] = {
     cls.__name__: cls
     for cls in (
@@ -113,7 +141,8 @@ CHAIN_ERRORS: dict[str, type[AgoraError]] = {
         HotkeyAlreadyRegistered, NotRegistered, InsufficientStake, BurnAboveLimit, SubnetLimitReached,
         StakeTooLowForRoot, WeightsVersionTooLow, RootNotAllowed, UnknownHyperparameter, HyperparameterOutOfRange,
         UidOutOfRange, TooFewWeights, WeightAboveLimit, TakeOutOfRange, RateLimited, TooManyRegistrations,
-        InsufficientFunds,
+        InsufficientFunds, CommitRevealEnabled, CommitRevealDisabled, RevealTooEarly, ExpiredWeightCommit,
+        InvalidRevealCommitHashNotMatch, NoWeightsCommitFound, TooManyUnrevealedCommits,
     )
 }
 """Error name (as a script writes it) -> class."""

@@ -27,7 +27,8 @@ MAX_HOST_CHARS = 255
 MAX_PROTOCOL_CHARS = 16
 # Signed by a hotkey, which holds no funds: these pay no fee (as in Bittensor), and the apply
 # script's checks (registered, rate limits) are what keeps them from being spam.
-HOTKEY_CALLS = frozenset({"serve_axon", "set_weights", "set_root_weights"})
+HOTKEY_CALLS = frozenset({"serve_axon", "set_weights", "commit_weights", "reveal_weights", "set_root_weights"})
+MAX_SALT_U16S = 32
 
 
 def extrinsic_fee(call_name: str, base_fee: int) -> int:
@@ -203,6 +204,20 @@ def _check_set_weights(c: chain_pb2.SetWeights, net: NetworkParams) -> None:
     check_amount(c.version_key, what="version_key", allow_zero=True)
 
 
+def _check_commit_weights(c: chain_pb2.CommitWeights, net: NetworkParams) -> None:
+    _check_netuid(c.netuid)
+    if len(c.commit_hash) != HASH_BYTES:
+        raise InvalidRequest(f"commit_hash is {len(c.commit_hash)} bytes: need the {HASH_BYTES}-byte blake2b-256 "
+                             "of the weights (agora weights commit computes it)")
+
+
+def _check_reveal_weights(c: chain_pb2.RevealWeights, net: NetworkParams) -> None:
+    _check_set_weights(chain_pb2.SetWeights(netuid=c.netuid, uids=c.uids, weights=c.weights,
+                                            version_key=c.version_key), net)
+    if not 1 <= len(c.salt) <= MAX_SALT_U16S or max(c.salt) > U16_MAX:
+        raise InvalidRequest(f"salt has {len(c.salt)} values: need 1..{MAX_SALT_U16S} u16s, the ones committed")
+
+
 def _check_root_register(c: chain_pb2.RootRegister, net: NetworkParams) -> None:
     keys.check_address(c.hotkey, what="hotkey")
 
@@ -223,6 +238,8 @@ _CALL_CHECKS = {
     "remove_stake": _check_stake,
     "set_delegate_take": _check_set_delegate_take,
     "set_weights": _check_set_weights,
+    "commit_weights": _check_commit_weights,
+    "reveal_weights": _check_reveal_weights,
     "root_register": _check_root_register,
     "set_root_weights": _check_set_root_weights,
 }

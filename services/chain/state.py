@@ -76,6 +76,12 @@ class AxonInfo:
                    block=int(d["block"]))
 
 
+@dataclass(frozen=True, slots=True)
+class Commit:
+    hash: bytes
+    block: int
+
+
 def _vector(raw: bytes, dtype: str, n: int) -> NDArray:
     """A packed per-uid vector as n values: short ones (uids added since it was written) pad with 0."""
     values = np.frombuffer(raw, dtype=dtype)[:n]
@@ -102,11 +108,14 @@ class SubnetSnapshot:
     axons: dict[int, AxonInfo] = field(default_factory=dict)
     out: dict[str, NDArray] = field(default_factory=dict)
     """Last epoch's vectors by name (OUT_U16_FIELDS as u16, 'emission' as u64 rao); empty before one."""
+    commits: dict[str, list[Commit]] = field(default_factory=dict)
+    """Hotkey -> its weight commits not yet revealed, oldest first (metagraph reads only)."""
 
     @classmethod
     def from_reply(cls, reply: list) -> SubnetSnapshot:
         """Decode scripts/read_subnet.lua's reply."""
-        info, hp, hotkeys, stakes, owners, takes, reg, last, pruning, permit, weights, bonds, axons, out = reply
+        (info, hp, hotkeys, stakes, owners, takes, reg, last, pruning, permit, weights, bonds, axons, out,
+         commits) = reply
         subnet = SubnetState.from_hashes(_pairs(info), _pairs(hp))
         n = subnet.n
         out_vectors: dict[str, NDArray] = {}
@@ -130,6 +139,8 @@ class SubnetSnapshot:
             bonds={int(u): unpack_row(r) for u, r in _pairs(bonds).items()},
             axons={int(u): AxonInfo.from_json(a) for u, a in _pairs(axons).items()},
             out=out_vectors,
+            commits={h.decode(): [Commit(bytes.fromhex(c[0]), int(c[1])) for c in json.loads(raw)]
+                     for h, raw in _pairs(commits).items()},
         )
 
 

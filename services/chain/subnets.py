@@ -21,6 +21,8 @@ MAX_TAKE_U16 = 11_796                # Bittensor's MaxDelegateTake
 OWNER_CUT_U16 = 11_796               # 18% of each epoch's emission goes to the subnet owner
 INITIAL_BURN_RAO = RAO_PER_TAO       # Bittensor's DefaultBurn, clamped to [min_burn, max_burn]
 REGISTRATIONS_PER_INTERVAL_FACTOR = 3  # at most 3 x target registrations per adjustment interval
+MAX_COMMIT_REVEAL_PERIOD = 100       # subtensor's bound on commit_reveal_period (tempos)
+MAX_UNREVEALED_COMMITS = 10          # per hotkey and subnet, as subtensor
 
 # task name -> (proto enum value, metric)
 TASKS: dict[str, tuple[int, str]] = {
@@ -108,6 +110,14 @@ class Hyperparameters:
     """u16: liquid alpha's highest rate (0.9)."""
     alpha_sigmoid_steepness: int = 1000
     """How sharply liquid alpha moves from low to high as a bond departs from consensus."""
+    commit_reveal_weights_enabled: int = 0
+    """1: validators commit a hash of their weights and reveal them commit_reveal_period tempos
+    later (set_weights is refused), so weights are public only once they are stale and copying them
+    pays less than honest work. 0 (the default here, so a new subnet works with plain set_weights;
+    Bittensor's mainnet subnets run with it on): set_weights."""
+    commit_reveal_period: int = 1
+    """Commit-reveal: the reveal of a commit made in epoch-index k must land in epoch-index k + this
+    (an epoch-index is the tempo a block is in, (block + netuid + 1) // (tempo + 1)); later, it expired."""
 
     @classmethod
     def from_hash(cls, raw: Mapping[str, str | int]) -> Hyperparameters:
@@ -154,6 +164,8 @@ def hyperparameter_bounds(net: NetworkParams) -> dict[str, Bound]:
         Bound("alpha_low", 1, ALPHA_HIGH_MIN - 1, "u16 lowest liquid-alpha rate"),
         Bound("alpha_high", ALPHA_HIGH_MIN, 65_535, "u16 highest liquid-alpha rate"),
         Bound("alpha_sigmoid_steepness", 1, 10_000, "steepness of liquid alpha's sigmoid"),
+        Bound("commit_reveal_weights_enabled", 0, 1, "1: weights are committed as a hash, revealed later"),
+        Bound("commit_reveal_period", 1, MAX_COMMIT_REVEAL_PERIOD, "tempos from a weights commit to its reveal"),
     ]
     return {b.name: b for b in table}
 
@@ -191,6 +203,19 @@ def next_epoch_block(after_block: int, netuid: int, tempo: int) -> int:
         return 0
     first = after_block + 1
     return first + (-(first + netuid + 1)) % (tempo + 1)
+
+
+def epoch_index(block: int, netuid: int, tempo: int) -> int:
+    """The tempo `block` falls in: epoch-index k starts on an epoch block and holds tempo + 1 blocks
+    (subtensor's get_epoch_index)."""
+    return (block + netuid + 1) // (tempo + 1)
+
+
+def reveal_window(commit_block: int, netuid: int, tempo: int, period: int) -> tuple[int, int]:
+    """(first, last) block a reveal of a commit made in `commit_block` may land in: the whole
+    epoch-index `period` tempos after the commit's."""
+    first = (epoch_index(commit_block, netuid, tempo) + period) * (tempo + 1) - netuid - 1
+    return first, first + tempo
 
 
 # ---- registration burn ----

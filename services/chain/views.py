@@ -7,7 +7,7 @@ import numpy as np
 from agora.chain.v1 import chain_pb2
 from services.chain.ledger import DelegateRow, StakeRow
 from services.chain.state import OUT_U16_FIELDS, SubnetSnapshot, SubnetState
-from services.chain.subnets import TASKS, NetworkParams, hyperparameter_bounds
+from services.chain.subnets import TASKS, NetworkParams, hyperparameter_bounds, reveal_window
 
 
 def subnet_info(s: SubnetState, net: NetworkParams, head: int) -> chain_pb2.SubnetInfo:
@@ -55,6 +55,12 @@ def metagraph(snap: SubnetSnapshot, head: int, *, include_weights: bool, include
         if include_bonds and uid in snap.bonds:
             targets, values = snap.bonds[uid]
             neuron.bonds.CopyFrom(chain_pb2.SparseRow(uids=targets.tolist(), values=values.tolist()))
+        hp = s.hp
+        for c in snap.commits.get(snap.hotkeys[uid], []):
+            first, last = reveal_window(c.block, s.netuid, hp.tempo, hp.commit_reveal_period)
+            if head < last:   # a reveal can still land (in the next block at the latest)
+                neuron.commits.add(commit_hash=c.hash, commit_block=c.block, first_reveal_block=first,
+                                   last_reveal_block=last)
     return m
 
 

@@ -40,6 +40,11 @@ def _public_keypair(address: str) -> Keypair:
     return Keypair(ss58_address=address)
 
 
+def public_key(address: str) -> bytes:
+    """The 32-byte public key an SS58 address encodes."""
+    return bytes(_public_keypair(check_address(address)).public_key)
+
+
 def verify(address: str, message: bytes, signature: bytes) -> bool:
     """True when signature is address's sr25519 signature over message."""
     if len(signature) != SIGNATURE_BYTES:

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from services.chain.codec import pack_row
+from services.chain.codec import pack_row, weight_commit_hash
 from services.chain.extrinsics import CheckedExtrinsic
 from services.chain.ledger.keys import StateKeys
 from services.chain.subnets import (
     DEFAULT_TAKE_U16,
     INITIAL_BURN_RAO,
+    MAX_UNREVEALED_COMMITS,
     REGISTRATIONS_PER_INTERVAL_FACTOR,
     ROOT_NETUID,
     TASK_BY_ENUM,
@@ -25,6 +26,7 @@ from services.chain.subnets import (
     hyperparameter_bounds,
 )
 from services.chain.yuma import max_upscale_rows_u16
+from services.common.keys import public_key
 from services.common.units import U16_MAX
 
 # call -> shared script parts it needs between _call_begin and the call's own file
@@ -37,7 +39,9 @@ CALL_SCRIPTS: dict[str, tuple[str, ...]] = {
     "add_stake": (),
     "remove_stake": (),
     "set_delegate_take": (),
-    "set_weights": (),
+    "set_weights": ("_weights",),
+    "commit_weights": ("_weights",),
+    "reveal_weights": ("_weights",),
     "root_register": ("_register",),
     "set_root_weights": (),
 }
@@ -97,12 +101,18 @@ def call_invocation(k: StateKeys, net: NetworkParams, xt: CheckedExtrinsic) -> t
     if name == "set_delegate_take":
         return [k.hotkey_owner, k.delegate_take, k.delegate_take_block], [
             c.hotkey, c.take, DEFAULT_TAKE_U16, net.delegate_take_rate_limit]
-    if name == "set_weights":
+    if name in ("set_weights", "commit_weights", "reveal_weights"):
         sn = k.subnet(c.netuid)
+        keys = [k.subnets, sn.info, sn.hp, sn.uids, sn.last_update, sn.permit, sn.weights, k.stake_total]
+        if name == "commit_weights":
+            return [*keys, sn.commits], [c.netuid, c.commit_hash.hex(), MAX_UNREVEALED_COMMITS]
         row, share = weight_row(list(c.uids), list(c.weights))
         only = str(c.uids[0]) if len(c.uids) == 1 else ""
-        return [k.subnets, sn.info, sn.hp, sn.uids, sn.last_update, sn.permit, sn.weights, k.stake_total], [
-            c.netuid, row, len(c.uids), max(c.uids), share, only, c.version_key]
+        args = [c.netuid, row, len(c.uids), max(c.uids), share, only, c.version_key]
+        if name == "set_weights":
+            return keys, args
+        revealed = weight_commit_hash(public_key(signer), c.netuid, c.uids, c.weights, c.salt, c.version_key)
+        return [*keys, sn.commits], [*args, revealed.hex()]
     if name == "root_register":
         return [k.hotkey_owner, k.stake_total, *k.subnet(ROOT_NETUID).neuron_keys()], [c.hotkey]
     if name == "set_root_weights":

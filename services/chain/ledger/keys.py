@@ -13,7 +13,8 @@ Layout (prefix agora:<network>):
              then u16 values, little endian), reg_block / last_update (string, u64 LE per uid),
              pruning (string, u16 LE per uid), permit (string, one byte per uid), out (hash of packed
              last-epoch vectors: rank, trust, consensus, incentive, dividends, validator_trust as u16,
-             emission as u64)
+             emission as u64), commits (hash hotkey -> JSON list of [hash hex, block], its
+             unrevealed weight commits, oldest first)
   blocks     head, blocks, blockhash, xtstatus, stream:blocks, pending, pending:xts,
              pending:results (hash: extrinsic index or block step -> result JSON), lease
   pool       pool (zset: arrival number -> fair-queuing tag), pool:xt (hash arrival -> extrinsic bytes),
@@ -42,6 +43,7 @@ class SubnetKeys:
     bonds: str
     axons: str
     out: str
+    commits: str
 
     def neuron_keys(self) -> list[str]:
         """The 11 keys registration touches, in scripts/_register.lua's subnet_keys order."""
@@ -101,7 +103,7 @@ class StateKeys:
         return SubnetKeys(
             info=f"{s}:info", hp=f"{s}:hp", hotkeys=f"{s}:hotkeys", uids=f"{s}:uids", reg_block=f"{s}:reg_block",
             last_update=f"{s}:last_update", pruning=f"{s}:pruning", permit=f"{s}:permit", weights=f"{s}:weights",
-            bonds=f"{s}:bonds", axons=f"{s}:axons", out=f"{s}:out",
+            bonds=f"{s}:bonds", axons=f"{s}:axons", out=f"{s}:out", commits=f"{s}:commits",
         )
 
     def pool_accounting(self) -> list[str]:

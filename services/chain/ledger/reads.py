@@ -64,7 +64,7 @@ class SubnetReads:
         k, sn = self.keys, self.keys.subnet(netuid)
         reply = await self._scripts["read_subnet"](
             keys=[sn.info, sn.hp, sn.hotkeys, sn.reg_block, sn.last_update, sn.pruning, sn.permit, sn.weights,
-                  sn.bonds, sn.axons, sn.out, k.stake_total, k.hotkey_owner, k.delegate_take],
+                  sn.bonds, sn.axons, sn.out, k.stake_total, k.hotkey_owner, k.delegate_take, sn.commits],
             args=["1" if weights else "0", "1" if bonds else "0", "1" if metagraph else "0"],
         )
         if not reply[0]:
