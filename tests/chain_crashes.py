@@ -26,7 +26,7 @@ from services.chain.client import ChainClient
 from services.chain.codec import extrinsic_hash
 from services.chain.extrinsics import decode_queued
 from services.chain.ledger import Ledger
-from services.chain.ledger.digest import state_digest
+from services.chain.ledger.digest import key_digests
 from services.chain.replay import replay
 from services.chain.settings import DEFAULT_TRANSFER_FEE_RAO, DEV_BALANCE_RAO
 from services.common.redis_server import RedisServer
@@ -174,8 +174,13 @@ async def replays_to_same_state(ledger: Ledger) -> list[str]:
     target = Ledger(ledger.redis, f"{ledger.network}-replay")
     try:
         await replay(ledger, target)
-        same = await state_digest(ledger.redis, ledger.keys) == await state_digest(target.redis, target.keys)
-        return [] if same else ["replaying the blocks on a fresh prefix reached a different state digest"]
+        live, replayed = await key_digests(ledger.redis, ledger.keys), await key_digests(target.redis, target.keys)
+        differ = sorted(k for k in live.keys() | replayed.keys() if live.get(k) != replayed.get(k))
+        if not differ:
+            return []
+        shown = [f"{k} ({'live only' if k not in replayed else 'replay only' if k not in live else 'differs'})"
+                 for k in differ[:8]]
+        return [f"replaying the blocks on a fresh prefix reached a different state: {', '.join(shown)}"]
     except Exception as exc:  # ReplayDiverged names the first block that differs
         return [f"replay failed: {exc!r}"]
     finally:

@@ -144,7 +144,9 @@ class TransferLoad:
                     await client.submit(xt, wait=False)
                     outcome = "queued"
                 except grpc.aio.AioRpcError as err:
-                    outcome = "refused" if err.code() in REFUSED else "unknown"
+                    # "already submitted" names this very extrinsic: it exists (applied), not refused
+                    known = err.code() is grpc.StatusCode.ALREADY_EXISTS and "already submitted" in (err.details() or "")
+                    outcome = "refused" if err.code() in REFUSED and not known else "unknown"
                 self.sent.append(Sent(extrinsic_hash(xt.payload, xt.signature), keypair.ss58_address,
                                       recipient.ss58_address, amount, outcome))
                 await asyncio.sleep(0.05 if outcome != "queued" else self.rng.random() * 0.005)

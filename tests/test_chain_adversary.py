@@ -91,6 +91,28 @@ async def test_a_batch_deeper_than_lua_can_unpack_is_applied_whole(local: LocalC
     assert await local.ledger.check_invariants() == []
 
 
+async def test_a_repeated_submit_of_a_queued_extrinsic_is_acknowledged_and_applied_once(local: LocalChain) -> None:
+    """A client that lost the reply to its submit (or redis-py, retrying a script after a dropped
+    connection) sends the same extrinsic again: while it is queued, that is acknowledged again, never
+    refused (the sender would believe it was not queued) and never queued twice; once applied, the
+    same bytes are refused as already submitted."""
+    for call in (calls.transfer_call(BOB.ss58_address, 7),
+                 calls.register_network_call("next-token", "dup", OWNER_HK.ss58_address)):   # checked at submit
+        nonce = await local.nonce(ALICE.ss58_address)
+        xt = check_extrinsic(sign_extrinsic(ALICE, nonce, local.chain_id, call), local.chain_id, local.fee,
+                             local.ledger.params)
+        first = await local.ledger.submit(xt, local.pool, precheck=False)
+        again = await local.ledger.submit(xt, local.pool)
+        assert first == again == nonce + 1
+        assert (await local.ledger.pool_holding(ALICE.ss58_address))[0] == 1
+        blocks = await drain(local)
+        assert included_hashes(blocks)[xt.hash] == 1
+        with pytest.raises(AgoraError) as err:
+            await local.ledger.submit(xt, local.pool)
+        assert status_code_for(err.value) == grpc.StatusCode.ALREADY_EXISTS and "already submitted" in str(err.value)
+    assert await local.ledger.check_invariants() == []
+
+
 async def test_queued_spending_is_reserved_so_fee_plus_one_rao_queues_one_transfer(local: LocalChain) -> None:
     """Admission counts what the signer already has queued: fee + 1 rao pays for one transfer."""
     poor = dev_keypair("adversary/poor")

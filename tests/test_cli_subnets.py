@@ -339,3 +339,29 @@ async def test_chain_start_takes_min_tempo_and_the_genesis_files_economics(redis
         if proc.returncode is None:
             proc.send_signal(signal.SIGTERM)
         await asyncio.wait_for(proc.communicate(), 30)
+
+
+async def test_weights_commit_then_reveal_in_its_window(cli, chain_client):
+    # a window of 61 blocks (6 s at 100 ms blocks): a reveal sent once it opens lands inside it
+    netuid = await new_subnet(cli, tempo=60, weights_rate_limit=0, commit_reveal_weights_enabled=1)
+    await register(cli, netuid, "Bob", "validator")
+    await register(cli, netuid, "Eve", "miner")
+    await ok(cli, "stake", "add", "--dev", "Bob", "--wallet.hotkey", "validator", "--amount", "100")
+    signer = ("--netuid", str(netuid), "--dev", "Bob", "--wallet.hotkey", "validator")
+    refused(await cli("weights", "set", *signer, "--uids", "1", "--weights", "1"),
+            "FAILED_PRECONDITION", "uses commit-reveal")
+    c = await ok(cli, "weights", "commit", *signer, "--uids", "0,1", "--weights", "0.25,1")
+    assert len(c["salt"]) == 8 and c["weights_u16"] == [16384, 65535]
+    assert c["last_reveal_block"] - c["first_reveal_block"] == 60 and c["first_reveal_block"] > c["commit_block"]
+    m = await ok(cli, "subnets", "metagraph", "--netuid", str(netuid))
+    assert m["neurons"][0]["commits"] == [{k: c[k] for k in ("commit_hash", "commit_block", "first_reveal_block",
+                                                            "last_reveal_block")}]
+    salt = ",".join(map(str, c["salt"]))
+    refused(await cli("weights", "reveal", *signer, "--uids", "0,1", "--weights", "0.5,1", "--salt", salt),
+            "FAILED_PRECONDITION", "match none")
+    while (await chain_client.info()).head_number + 1 < c["first_reveal_block"]:
+        await asyncio.sleep(0.05)
+    r = await ok(cli, "weights", "reveal", *signer, "--uids", "0,1", "--weights", "0.25,1", "--salt", salt)
+    assert c["first_reveal_block"] <= r["block"] <= c["last_reveal_block"] and r["uid"] == 0
+    m = await ok(cli, "subnets", "metagraph", "--netuid", str(netuid), "--weights")
+    assert m["neurons"][0]["weights"] == [[0, 16384], [1, 65535]] and m["neurons"][0]["commits"] == []

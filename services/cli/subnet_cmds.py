@@ -235,6 +235,9 @@ def neuron_dict(nr, head: int) -> dict:
         d["weights"] = [[u, v] for u, v in zip(nr.weights.uids, nr.weights.values, strict=True)]
     if nr.HasField("bonds"):
         d["bonds"] = [[u, v] for u, v in zip(nr.bonds.uids, nr.bonds.values, strict=True)]
+    d["commits"] = [{"commit_hash": "0x" + c.commit_hash.hex(), "commit_block": c.commit_block,
+                     "first_reveal_block": c.first_reveal_block, "last_reveal_block": c.last_reveal_block}
+                    for c in nr.commits]
     return d
 
 
@@ -260,6 +263,12 @@ def metagraph(args: argparse.Namespace) -> int:
          for n in neurons],
         right=(0, *range(3, 13)),
     )
+    committed = [(n["uid"], c) for n in neurons for c in n["commits"]]
+    if committed:
+        print("\npending weight commits (commit-reveal)")
+        for uid, c in committed:
+            print(f"  {uid}: {c['commit_hash'][:18]}... committed in block {c['commit_block']}, "
+                  f"reveal in blocks {c['first_reveal_block']}..{c['last_reveal_block']}")
     for what in ("weights", "bonds") if args.weights or args.bonds else ():
         if not getattr(args, what):
             continue

@@ -1,5 +1,9 @@
-"""`agora weights set` and `agora root register|weights`: a validator's weights on a subnet's uids,
-and the root subnet, whose members weight subnets to split the block reward.
+"""`agora weights set|commit|reveal` and `agora root register|weights`: a validator's weights on a
+subnet's uids, and the root subnet, whose members weight subnets to split the block reward.
+
+On a subnet with commit_reveal_weights_enabled, weights go in two steps, as btcli's `weights commit`
+and `weights reveal`: `commit` sends only the hash of uids, weights, a salt and the version key and
+prints the salt and the window in which to reveal; `reveal` sends the same uids, weights and salt.
 
 Weights are typed as decimals in any scale and sent as btcli sends them: max-upscaled to u16 (the
 largest becomes 65535, each rounded half to even), zeros dropped. Weights are signed by the hotkey,
@@ -9,6 +13,8 @@ so they need no password and pay no fee.
 from __future__ import annotations
 
 import argparse
+import asyncio
+import secrets
 from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation
 
 from services.cli import signing
@@ -34,6 +40,18 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--weights", required=True, metavar="0.5,0.3,0.2", help="one per uid, any scale")
     p.add_argument("--version-key", type=int, default=0, metavar="K",
                    help="your validator's version; must be >= the subnet's weights_version (default 0)")
+
+    for name, func, help_text in (
+            ("commit", commit_weights, "commit-reveal: commit the hash of weights (prints the salt to reveal with)"),
+            ("reveal", reveal_weights, "commit-reveal: reveal the weights and salt of an earlier commit")):
+        p = command(wcommands, name, func, help_text)
+        p.add_argument("--netuid", type=int, required=True)
+        signing.signer_options(p, hotkey="signer")
+        p.add_argument("--uids", required=True, metavar="0,1,2")
+        p.add_argument("--weights", required=True, metavar="0.5,0.3,0.2", help="one per uid, any scale")
+        p.add_argument("--salt", required=name == "reveal", metavar="1,2,3",
+                       help="u16s (1..32 of them); commit draws 8 at random unless given")
+        p.add_argument("--version-key", type=int, default=0, metavar="K")
 
     p = command(rcommands, "register", root_register, "put your hotkey on the root subnet (coldkey-signed)")
     signing.signer_options(p, hotkey="target")
@@ -97,6 +115,71 @@ def set_weights(args: argparse.Namespace) -> int:
     signing.report(args, result, [("subnet", args.netuid), ("hotkey", f"{keypair.ss58_address} (uid {uid})"),
                                   ("weights", _shown(uids, weights))], done)
     return 0
+
+
+def _salt(text: str | None) -> list[int]:
+    if text is None:
+        return [secrets.randbelow(U16_MAX + 1) for _ in range(8)]
+    try:
+        salt = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise InvalidRequest(f"--salt {text!r}: need comma-separated u16s, e.g. 513,7,40000") from None
+    if not 1 <= len(salt) <= 32 or any(not 0 <= v <= U16_MAX for v in salt):
+        raise InvalidRequest(f"--salt {text!r}: need 1..32 values, each 0..{U16_MAX}")
+    return salt
+
+
+def _commit_reveal_row(args: argparse.Namespace) -> tuple[list[int], list[int], list[int], int]:
+    if args.netuid <= 0:
+        raise InvalidRequest(f"--netuid {args.netuid}: commit-reveal applies to subnets >= 1")
+    uids, weights = u16_weights(parse_ids(args.uids, "--uids"), args.weights, "uids")
+    return uids, weights, _salt(args.salt), _version_key(args.version_key)
+
+
+def commit_weights(args: argparse.Namespace) -> int:
+    from services.chain.client import commit_weights_call
+    from services.chain.codec import weight_commit_hash
+    from services.chain.subnets import reveal_window
+
+    uids, weights, salt, version = _commit_reveal_row(args)
+    keypair = signing.hotkey_keypair(args)
+    digest = weight_commit_hash(bytes(keypair.public_key), args.netuid, uids, weights, salt, version)
+    (done,) = signing.submit(args.chain, keypair, [commit_weights_call(args.netuid, digest)],
+                             what=f"commit weights on subnet {args.netuid}")
+    info = asyncio.run(_subnet(args.chain, args.netuid))
+    hp = {h.name: h.value for h in info.hyperparameters}
+    first, last = reveal_window(done.block, args.netuid, hp["tempo"], hp["commit_reveal_period"])
+    salt_text = ",".join(map(str, salt))
+    result = {"netuid": args.netuid, "hotkey": keypair.ss58_address, "commit_hash": "0x" + digest.hex(),
+              "uids": uids, "weights_u16": weights, "salt": salt, "version_key": version,
+              "commit_block": done.block, "first_reveal_block": first, "last_reveal_block": last}
+    signing.report(args, result, [("subnet", args.netuid), ("hotkey", keypair.ss58_address),
+                                  ("commit hash", "0x" + digest.hex()), ("weights", _shown(uids, weights)),
+                                  ("salt", f"{salt_text} (keep it: the reveal needs it)"),
+                                  ("reveal in blocks", f"{first}..{last}")], done)
+    return 0
+
+
+def reveal_weights(args: argparse.Namespace) -> int:
+    from services.chain.client import reveal_weights_call
+
+    uids, weights, salt, version = _commit_reveal_row(args)
+    keypair = signing.hotkey_keypair(args)
+    (done,) = signing.submit(args.chain, keypair, [reveal_weights_call(args.netuid, uids, weights, salt, version)],
+                             what=f"reveal weights on subnet {args.netuid}")
+    uid = done.event("WeightsRevealed").get("uid")
+    result = {"netuid": args.netuid, "hotkey": keypair.ss58_address, "uid": int(uid) if uid else None,
+              "uids": uids, "weights_u16": weights, "version_key": version}
+    signing.report(args, result, [("subnet", args.netuid), ("hotkey", f"{keypair.ss58_address} (uid {uid})"),
+                                  ("weights", _shown(uids, weights))], done)
+    return 0
+
+
+async def _subnet(target: str, netuid: int):
+    from services.chain.client import ChainClient
+
+    async with ChainClient(target) as client:
+        return await client.subnet(netuid)
 
 
 def _shown(ids: list[int], weights: list[int]) -> str:

@@ -6,7 +6,9 @@ axon concurrently with one deadline, score each answer (an error, a timeout or a
 scores 0), normalise the round into shares and fold them into the EMA. A round without a single
 answer is a round of zeros, never a crash. Weights follow the block stream: when the subnet's rate
 limit and tempo allow, the EMA becomes a u16 row within the subnet's limits (version key, minimum
-number of weights, largest share) and goes to the chain signed by the validator's hotkey.
+number of weights, largest share) and goes to the chain signed by the validator's hotkey. On a
+subnet with commit-reveal the row is committed as a hash instead, and revealed in its window
+(services/validator/commit_reveal.py).
 """
 
 from __future__ import annotations
@@ -22,9 +24,10 @@ from bittensor_wallet import Keypair
 from grpc import aio
 
 from agora.chain.v1 import chain_pb2
-from services.chain.client import ChainClient, set_weights_call
+from services.chain.client import ChainClient, commit_weights_call, reveal_weights_call, set_weights_call
 from services.validator import metrics
 from services.validator.challenges import Challenge, make_challenge
+from services.validator.commit_reveal import PendingCommit, new_commit, sort_commits
 from services.validator.datasets import TaskData
 from services.validator.ema import EmaState, cap_max_share, weights_from_ema
 from services.validator.miners import MinerPool
@@ -38,6 +41,7 @@ log = logging.getLogger("agora.validator")
 
 ANSWERED, FAILED, TIMEOUT = "answered", "failed", "timeout"
 DOWN_SECONDS = 30.0        # a miner that failed a user's query is tried last for this long
+TRANSIENT = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED)
 RETRY_BLOCKS = 5           # after refused or failed weights, wait this many blocks before trying again
 
 
@@ -99,6 +103,7 @@ class ValidatorLoop:
     head: int = field(default=0, init=False)
     last_round: RoundResult | None = field(default=None, init=False)
     last_weights: WeightsSet | None = field(default=None, init=False)
+    pending_commits: list[PendingCommit] = field(default_factory=list, init=False)
     _rounds_since_weights: int = field(default=0, init=False)
     _weights_retry_at: int = field(default=0, init=False)
     _last_weights_problem: tuple[str, str] | None = field(default=None, init=False)
@@ -117,7 +122,14 @@ class ValidatorLoop:
         if saved is not None:
             self.ema = EmaState(self.settings.alpha, saved.values, saved.hotkeys)
             log.info("resumed the moving average of %d uids", len(saved.values))
-        await self.refresh()
+        view = await self.refresh()
+        saved_commits = await self.store.load_commits()
+        if saved_commits:
+            ready, gone, waiting = sort_commits(saved_commits, view, self.hotkey.ss58_address, view.block + 1)
+            self.pending_commits = sorted([*ready, *waiting], key=lambda c: c.commit_block)
+            await self.store.save_commits(self.pending_commits)
+            log.info("resumed %d weight commits to reveal (%d expired or revealed already)",
+                     len(self.pending_commits), len(gone))
 
     async def refresh(self) -> SubnetView:
         view = await read_subnet(self.chain, self.netuid)
@@ -208,11 +220,14 @@ class ValidatorLoop:
 
     async def maybe_set_weights(self) -> str | None:
         """Set weights if a round has been scored since the last ones and the chain's rate limit and
-        the tempo allow it now; returns the result ("ok", "refused", ...) or None if not due."""
+        the tempo allow it now; returns the result ("ok", "refused", ...) or None if not due. With
+        commit-reveal: first reveal a commit whose window has come ("revealed"), then commit the
+        row when due ("committed")."""
+        revealed = await self._maybe_reveal()
         if self._rounds_since_weights == 0 or self.head + 1 < self._weights_retry_at:
-            return None
+            return revealed
         if self.view is not None and self.head + 1 < self._due(self.view):
-            return None   # not due by the last metagraph read: no need to read it again each block
+            return revealed   # not due by the last metagraph read: no need to read it again each block
         view = await self.refresh()
         me = view.neuron(self.hotkey.ss58_address)
         if me is None:
@@ -228,6 +243,8 @@ class ValidatorLoop:
             return self._weights_result("no_scores", view, "no miner has scored yet")
         uids, weights = weights_from_ema(values, max_weights=view.n, min_weights=min(view.min_allowed_weights, view.n))
         weights = cap_max_share(weights, view.max_weights_limit)
+        if view.commit_reveal:
+            return await self._commit(view, uids, weights)
         call = set_weights_call(self.netuid, uids, weights, self.settings.version_key)
         try:
             response = await self.chain.call(self.hotkey, call, wait=True)
@@ -244,6 +261,73 @@ class ValidatorLoop:
         metrics.last_weights_timestamp_seconds.labels(str(self.netuid)).set(time.time())
         log.info("weights set in block %d on %d uids", status.block_number, len(uids))
         return "ok"
+
+    async def _commit(self, view: SubnetView, uids: list[int], weights: list[int]) -> str:
+        pending = new_commit(bytes(self.hotkey.public_key), self.netuid, uids, weights, self.settings.version_key)
+        # saved before it is sent: a validator restarted after the commit landed still has its salt
+        self.pending_commits.append(pending)
+        await self.store.save_commits(self.pending_commits)
+        try:
+            response = await self.chain.call(self.hotkey, commit_weights_call(self.netuid, pending.hash), wait=True)
+            status = response.status
+            landed = status.state == chain_pb2.ExtrinsicStatus.INCLUDED and status.success
+        except aio.AioRpcError as exc:
+            landed, problem = False, ("refused", f"{exc.code().name}: {exc.details()}")
+        else:
+            problem = ("failed", f"{chain_pb2.ExtrinsicStatus.State.Name(status.state)} {status.error}")
+        self.pending_commits.remove(pending)
+        if landed:
+            self.pending_commits.append(pending.landed(status.block_number))
+        await self.store.save_commits(self.pending_commits)
+        if not landed:
+            return self._weights_result(problem[0], view, problem[1])
+        self._last_weights_problem = None
+        self._rounds_since_weights = 0
+        metrics.weights_set.labels(str(self.netuid), "committed").inc()
+        first, last = self.pending_commits[-1].window(view)
+        log.info("weights committed in block %d on %d uids; reveal in blocks %d..%d", status.block_number,
+                 len(uids), first, last)
+        return "committed"
+
+    async def _maybe_reveal(self) -> str | None:
+        """Reveal each pending commit whose window holds the next block; forget expired ones."""
+        if not self.pending_commits or self.view is None:
+            return None
+        if all(self.head + 1 < c.window(self.view)[0] for c in self.pending_commits):
+            return None   # by block arithmetic alone: nothing to read from the chain yet
+        view = await self.refresh()
+        ready, gone, waiting = sort_commits(self.pending_commits, view, self.hotkey.ss58_address, view.block + 1)
+        for c in gone:
+            log.warning("weights committed in block %d were not revealed in their window: they never counted",
+                        c.commit_block)
+        result = None
+        retry = []   # still in its window after a refusal the chain may not repeat (busy, not yet included)
+        for c in ready:
+            call = reveal_weights_call(self.netuid, list(c.uids), list(c.weights), list(c.salt), c.version_key)
+            try:
+                response = await self.chain.call(self.hotkey, call, wait=True)
+            except aio.AioRpcError as exc:
+                log.warning("reveal of the commit of block %d refused: %s: %s", c.commit_block, exc.code().name,
+                            exc.details())
+                if exc.code() in TRANSIENT:
+                    retry.append(c)
+                continue
+            status = response.status
+            if status.state == chain_pb2.ExtrinsicStatus.QUEUED:
+                retry.append(c)
+                continue
+            if status.state != chain_pb2.ExtrinsicStatus.INCLUDED or not status.success:
+                log.warning("reveal of the commit of block %d: %s %s", c.commit_block,
+                            chain_pb2.ExtrinsicStatus.State.Name(status.state), status.error)
+                continue
+            self.last_weights = WeightsSet(status.block_number, dict(zip(c.uids, c.weights, strict=True)))
+            metrics.weights_set.labels(str(self.netuid), "ok").inc()
+            metrics.last_weights_timestamp_seconds.labels(str(self.netuid)).set(time.time())
+            log.info("weights revealed in block %d (committed in block %d)", status.block_number, c.commit_block)
+            result = "revealed"
+        self.pending_commits = sorted([*retry, *waiting], key=lambda c: c.commit_block)
+        await self.store.save_commits(self.pending_commits)
+        return result
 
     def _due(self, view: SubnetView) -> int:
         """The first block our weights may land in: the rate limit and the interval (default: a tempo)

@@ -1,5 +1,6 @@
-"""Where the validator keeps its moving average: in memory, or in Redis (AGORA_REDIS_URL) so that a
-restarted validator resumes its scores instead of starting every miner from zero."""
+"""Where the validator keeps its moving average and its unrevealed weight commits: in memory, or in
+Redis (AGORA_REDIS_URL) so that a restarted validator resumes its scores instead of starting every
+miner from zero, and still reveals what it committed (a lost salt is a lost tempo of weights)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import logging
 from typing import Protocol
 
+from services.validator.commit_reveal import PendingCommit
 from services.validator.ema import EmaState
 
 log = logging.getLogger("agora.validator")
@@ -17,12 +19,17 @@ class EmaStore(Protocol):
 
     async def save(self, state: EmaState) -> None: ...
 
+    async def load_commits(self) -> list[PendingCommit]: ...
+
+    async def save_commits(self, commits: list[PendingCommit]) -> None: ...
+
     async def close(self) -> None: ...
 
 
 class MemoryStore:
     def __init__(self) -> None:
         self.state: EmaState | None = None
+        self.commits: list[PendingCommit] = []
 
     async def load(self) -> EmaState | None:
         return self.state
@@ -30,19 +37,27 @@ class MemoryStore:
     async def save(self, state: EmaState) -> None:
         self.state = state
 
+    async def load_commits(self) -> list[PendingCommit]:
+        return list(self.commits)
+
+    async def save_commits(self, commits: list[PendingCommit]) -> None:
+        self.commits = list(commits)
+
     async def close(self) -> None:
         pass
 
 
 class RedisStore:
-    """One JSON value per (validator hotkey, netuid): `agora:validator:<hotkey>:<netuid>:ema:v2`.
-    v2: the average of score ** power (v1 averaged per-round shares; its values are not comparable)."""
+    """JSON values per (validator hotkey, netuid): the average at `agora:validator:<hotkey>:<netuid>:ema:v2`
+    (v2: the average of score ** power; v1 averaged per-round shares, not comparable), the pending
+    commits at `...:commits:v1`."""
 
     def __init__(self, url: str, hotkey: str, netuid: int) -> None:
         from services.common.redis_client import redis_client
 
         self.redis = redis_client(url)
         self.key = f"agora:validator:{hotkey}:{netuid}:ema:v2"
+        self.commits_key = f"agora:validator:{hotkey}:{netuid}:commits:v1"
 
     async def load(self) -> EmaState | None:
         raw = await self.redis.get(self.key)
@@ -56,6 +71,19 @@ class RedisStore:
 
     async def save(self, state: EmaState) -> None:
         await self.redis.set(self.key, json.dumps(state.to_dict()))
+
+    async def load_commits(self) -> list[PendingCommit]:
+        raw = await self.redis.get(self.commits_key)
+        if raw is None:
+            return []
+        try:
+            return [PendingCommit.from_dict(d) for d in json.loads(raw)]
+        except (ValueError, TypeError) as exc:
+            log.warning("ignoring the saved weight commits at %s: %s", self.commits_key, exc)
+            return []
+
+    async def save_commits(self, commits: list[PendingCommit]) -> None:
+        await self.redis.set(self.commits_key, json.dumps([c.to_dict() for c in commits]))
 
     async def close(self) -> None:
         await self.redis.aclose()

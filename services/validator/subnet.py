@@ -40,6 +40,7 @@ class NeuronView:
     incentive: int          # u16, last epoch
     axon: Endpoint | None   # None until it serves one
     protocol: str           # the axon's protocol ("" without one)
+    commits: tuple[tuple[bytes, int], ...] = ()   # commit-reveal: its pending (hash, commit block), oldest first
 
     @property
     def is_validator_endpoint(self) -> bool:
@@ -58,6 +59,8 @@ class SubnetView:
     min_allowed_weights: int
     max_weights_limit: int    # u16: the largest share one weight may have in a row
     neurons: tuple[NeuronView, ...]
+    commit_reveal: bool = False     # weights go as commit_weights then reveal_weights, not set_weights
+    commit_reveal_period: int = 1   # tempos from a commit to its reveal window
 
     @property
     def n(self) -> int:
@@ -89,12 +92,15 @@ def view_from_protos(subnet: chain_pb2.SubnetInfo, metagraph: chain_pb2.Metagrap
             uid=n.uid, hotkey=n.hotkey, coldkey=n.coldkey, stake_rao=n.stake, last_update=n.last_update,
             incentive=n.incentive, axon=Endpoint(n.uid, n.hotkey, n.axon.host, n.axon.port) if served else None,
             protocol=n.axon.protocol if served else "",
+            commits=tuple((c.commit_hash, c.commit_block) for c in n.commits),
         ))
     return SubnetView(
         netuid=subnet.netuid, task=TASK_BY_ENUM.get(subnet.task, ""), metric=subnet.metric, block=metagraph.block,
         tempo=hp.get("tempo", 360), weights_rate_limit=hp.get("weights_rate_limit", 100),
         weights_version=hp.get("weights_version", 0), min_allowed_weights=hp.get("min_allowed_weights", 1),
         max_weights_limit=hp.get("max_weights_limit", 65_535), neurons=tuple(neurons),
+        commit_reveal=hp.get("commit_reveal_weights_enabled", 0) == 1,
+        commit_reveal_period=hp.get("commit_reveal_period", 1),
     )
 
 

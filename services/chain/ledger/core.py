@@ -210,11 +210,13 @@ class LedgerCore:
         retry). Only a fast path: submit.lua checks both again, atomically with queueing."""
         k = self.keys
         async with self.redis.pipeline(transaction=False) as pipe:
-            pipe.hexists(k.status, xt.hash.hex())
+            pipe.hget(k.status, xt.hash.hex())
             pipe.hget(k.nonces, xt.signer)
             pipe.hget(k.pool_next, xt.signer)
             known, applied, queued = await pipe.execute()
         applied = int(applied or 0)
+        if known == b"q":
+            return   # the same extrinsic, queued: submit.lua acknowledges it again
         if known:
             raise DuplicateExtrinsic(f"extrinsic {xt.hash.hex()} was already submitted")
         if xt.nonce < applied:

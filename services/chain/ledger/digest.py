@@ -75,12 +75,9 @@ def _canonical(key: str, prefix: str, kind: str, value: Any) -> bytes:
     return bytes(out)
 
 
-async def state_digest(redis: aioredis.Redis, keys: StateKeys, *, production: bool = False) -> str:
-    """blake2b-256 hex over every state key (name relative to the prefix), its type and its
-    contents, in key order; production=True covers the producer's bookkeeping too (the pool, the
-    block store, statuses, the lease), to show that a refused submission wrote nothing at all.
-    Not atomic with block production: take it while no block is being written (stopped or
-    paused producer), or compare two digests taken at the same head."""
+async def key_digests(redis: aioredis.Redis, keys: StateKeys, *, production: bool = False) -> dict[str, str]:
+    """Each state key's name relative to the prefix -> blake2b-256 hex of its type and contents: what
+    state_digest covers, key by key, so that two states that differ can say where."""
     names = await state_keys(redis, keys, production=production)
     # two round trips whatever the number of keys: the types, then every key's contents
     async with redis.pipeline(transaction=False) as pipe:
@@ -91,7 +88,18 @@ async def state_digest(redis: aioredis.Redis, keys: StateKeys, *, production: bo
         for key, kind in zip(names, kinds, strict=True):
             _read(pipe, key, kind)
         values = await pipe.execute()
+    return {key[len(keys.prefix) + 1:]: hashlib.blake2b(_canonical(key, keys.prefix, kind, value),
+                                                        digest_size=32).hexdigest()
+            for key, kind, value in zip(names, kinds, values, strict=True)}
+
+
+async def state_digest(redis: aioredis.Redis, keys: StateKeys, *, production: bool = False) -> str:
+    """blake2b-256 hex over every state key (name relative to the prefix), its type and its
+    contents, in key order; production=True covers the producer's bookkeeping too (the pool, the
+    block store, statuses, the lease), to show that a refused submission wrote nothing at all.
+    Not atomic with block production: take it while no block is being written (stopped or
+    paused producer), or compare two digests taken at the same head."""
     h = hashlib.blake2b(digest_size=32)
-    for key, kind, value in zip(names, kinds, values, strict=True):
-        h.update(_canonical(key, keys.prefix, kind, value))
+    for name, digest in sorted((await key_digests(redis, keys, production=production)).items()):
+        h.update(name.encode() + b"\0" + digest.encode())
     return h.hexdigest()

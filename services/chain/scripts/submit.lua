@@ -15,13 +15,19 @@ local capacity, max_bytes, per_signer = tonumber(ARGV[6]), tonumber(ARGV[7]), to
 local lane = ARGV[9]
 local HOLD, RESERVED, COUNT, BYTES, TAG, LANES, STATS = KEYS[7], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13]
 local size = #raw
+local known = redis.call('HGET', KEYS[6], hash)
+if known == 'q' then
+  -- the same extrinsic, still waiting: acknowledge it again, so that a client (or redis-py after a
+  -- dropped connection) that repeats a submit whose reply it lost learns it is queued, once
+  return redis.call('HGET', KEYS[3], signer)
+end
+if known then
+  return redis.error_reply('DUPLICATE ' .. hash)
+end
 local n = redis.call('HLEN', HOLD)   -- one hold per extrinsic queued or in the block being built
 local bytes = tonumber(redis.call('HGET', STATS, 'bytes') or '0')
 if n >= capacity then return redis.error_reply('POOL_FULL ' .. istr(n)) end
 if bytes + size > max_bytes then return redis.error_reply('POOL_FULL_BYTES ' .. istr(bytes)) end
-if redis.call('HEXISTS', KEYS[6], hash) == 1 then
-  return redis.error_reply('DUPLICATE ' .. hash)
-end
 -- nonces are counts of extrinsics, far below 2^53, so numeric comparison is exact
 local applied = tonumber(hget0(KEYS[4], signer))
 local expected = applied
