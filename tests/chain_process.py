@@ -145,7 +145,8 @@ class TransferLoad:
                     outcome = "queued"
                 except grpc.aio.AioRpcError as err:
                     # "already submitted" names this very extrinsic: it exists (applied), not refused
-                    known = err.code() is grpc.StatusCode.ALREADY_EXISTS and "already submitted" in (err.details() or "")
+                    known = (err.code() is grpc.StatusCode.ALREADY_EXISTS
+                             and "already submitted" in (err.details() or ""))
                     outcome = "refused" if err.code() in REFUSED and not known else "unknown"
                 self.sent.append(Sent(extrinsic_hash(xt.payload, xt.signature), keypair.ss58_address,
                                       recipient.ss58_address, amount, outcome))

@@ -13,10 +13,13 @@ from services.validator.sampling import RetrievalRound, TranslationItem
 from services.validator.scoring import (
     FLOOR_LOSS,
     FLOOR_PROB,
+    RoundScore,
     corpus_bleu,
     echo_bleu,
     normalize_scores,
+    round_level,
     score_next_token,
+    score_of_level,
     score_retrieval,
     score_translation,
     true_word_probability,
@@ -228,3 +231,24 @@ def test_all_zero_round_stays_zero() -> None:
 def test_floor_constants() -> None:
     assert FLOOR_PROB == 1e-4
     assert pytest.approx(9.2103, abs=1e-4) == FLOOR_LOSS
+
+
+def test_the_average_keeps_loss_so_weights_rank_by_mean_loss_not_by_lucky_rounds():
+    rounds = [score_next_token([[(" a", p)]] * 4, [" a"] * 4) for p in (0.5, 0.01, 0.2)]
+    for r in rounds:   # one round: the score of its level is its score
+        assert score_of_level("next-token", round_level("next-token", r)) == pytest.approx(r.score)
+    mean_level = sum(round_level("next-token", r) for r in rounds) / len(rounds)
+    mean_loss = sum(r.metric for r in rounds) / len(rounds)
+    assert score_of_level("next-token", mean_level) == pytest.approx(
+        score_next_token([[(" a", math.exp(-mean_loss))]], [" a"]).score)
+    # a miner steadily at loss 2.0 outranks one at 1.0 half the time and 3.1 the other half
+    # (mean 2.05), though the mean of the latter's per-round scores is higher
+    steady = score_next_token([[(" a", math.exp(-2.0))]], [" a"])
+    swings = [score_next_token([[(" a", math.exp(-x))]], [" a"]) for x in (1.0, 3.1)]
+    assert sum(s.score for s in swings) / 2 > steady.score
+    assert round_level("next-token", steady) > sum(round_level("next-token", s) for s in swings) / 2
+    # other tasks average the score itself; nothing and junk are worth 0
+    bleu = RoundScore(0.4, 30.0, 8)
+    assert round_level("translation", bleu) == 0.4 and score_of_level("translation", 0.4) == 0.4
+    assert score_of_level("next-token", 0.0) == 0.0 and score_of_level("embedding", float("nan")) == 0.0
+    assert round_level("next-token", score_next_token("junk", [" a"])) == 0.0

@@ -39,6 +39,7 @@ from services.validator.loop import ValidatorLoop
 from services.validator.main import Validator
 from services.validator.miners import MinerPool
 from services.validator.payments import Cashier, PaymentReplayed, check_payment
+from services.validator.scoring import FLOOR_LOSS, score_of_level
 from services.validator.settings import VALIDATOR_PROTOCOL, ValidatorSettings
 from services.validator.store import RedisStore
 from tests.conftest import chain_settings
@@ -330,10 +331,12 @@ async def test_a_round_asks_every_miner_the_same_items_and_noise_scores_near_zer
     assert echo.score.score < 0.1 * a.score.score
     assert by_hotkey[ghost.ss58_address].result == "failed" and by_hotkey[ghost.ss58_address].score.score == 0
     assert sum(result.shares.values()) == pytest.approx(1.0)
-    # the EMA moved by alpha towards each score squared (score_power 2, absolute, not the round's
-    # share: a round only noise answered must not hand noise a full share); the validator is not scored
-    assert loop.ema.values[a.uid] == pytest.approx(0.1 * a.score.score ** 2)
-    assert loop.ema.values[noise.uid] < 1e-3 * loop.ema.values[a.uid]
+    # the EMA moved by alpha towards each round's level, nats of loss above the floor (absolute, not
+    # the round's share: a round only noise answered must not hand noise a full share); weights take
+    # the score of that average squared (score_power 2); the validator is not scored
+    assert loop.ema.values[a.uid] == pytest.approx(0.1 * (FLOOR_LOSS - a.score.metric))
+    assert loop.weight_score(a.uid) == pytest.approx(score_of_level("next-token", loop.ema.values[a.uid]) ** 2)
+    assert loop.weight_score(noise.uid) < 1e-3 * loop.weight_score(a.uid)
     assert await net.uid(VALIDATOR.ss58_address) not in loop.ema.values
     await loop.pool.close()
 

@@ -96,7 +96,10 @@ class CopierLoop(ValidatorLoop):
             for uid, w in zip(n.weights.uids, n.weights.values, strict=True):
                 mix[uid] = mix.get(uid, 0.0) + n.stake * w / top
         hotkeys = {n.uid: n.hotkey for n in m.neurons}
-        self.ema = EmaState(self.ema.alpha, {u: mix.get(u, 0.0) for u in hotkeys}, hotkeys)
+        # levels whose weight scores (level ** score_power for embedding) are the mix again
+        levels = {u: (mix.get(u, 0.0) / max(mix.values(), default=1.0)) ** (1 / self.settings.score_power)
+                  for u in hotkeys}
+        self.ema = EmaState(self.ema.alpha, levels, hotkeys)
         await self.refresh()
         self._rounds_since_weights += 1
         self.rounds += 1

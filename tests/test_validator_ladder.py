@@ -5,6 +5,10 @@ the chain's incentive, with the adversaries (echo, noise) earning next to nothin
     embedding    mpnet-base ~ minilm-l6 > minilm-l6 with 40% weight noise > echo, noise
     translation  gemma3-270m > gemma3-270m with 1% weight noise > echo, noise
 
+The top two of the next-token ladder are close on the offline prose: over 256 items at top-20,
+Gemma-3 0.04 nats of mean loss ahead of SmolLM2 with a per-item spread of 1.8 nats (z 0.4), so no
+few hundred items order them for certain; the test allows one adjacent swap (Spearman >= 0.9).
+
 All miners run in this process, each model on its own compute thread with one torch thread (two
 cores are shared by up to three real models). The validator's rounds, weights and the chain's epoch
 are the production path (ValidatorLoop on a producing ChainNode); only the scheduling is driven by
@@ -12,7 +16,7 @@ the test: a few rounds back to back, then one set_weights, then the next epoch.
 
 Measured on the 2-core reference box (one real-model item costs ~0.25 s of a core for SmolLM2,
 ~0.5 s for Gemma-3 at top_k 10; a Gemma-3 translation ~1.3 s a sentence; an MPNet round of 64
-texts ~11 s): next-token 6 x 32 items ~110 s of rounds, embedding 3 x 16 queries ~40 s,
+texts ~11 s): next-token 4 x 32 items ~75 s of rounds, embedding 3 x 16 queries ~40 s,
 translation 3 x 8 sentences ~50 s; about 4 minutes in all. AGORA_LADDER_ROUNDS and AGORA_LADDER_ITEMS
 change the next-token ladder's size.
 """
@@ -33,9 +37,10 @@ from services.validator.datasets import load_task_data
 from services.validator.items import Task
 from tests.test_validator import Net, make_net, wait_for
 
-pytestmark = pytest.mark.slow
+# a busy 2-core machine runs these several times slower than an idle one: the default 300 s is too short
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(900)]
 
-ROUNDS = int(os.environ.get("AGORA_LADDER_ROUNDS", "6"))
+ROUNDS = int(os.environ.get("AGORA_LADDER_ROUNDS", "4"))
 ITEMS = int(os.environ.get("AGORA_LADDER_ITEMS", "32"))
 TOP_K = 10
 

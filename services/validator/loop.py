@@ -32,7 +32,7 @@ from services.validator.datasets import TaskData
 from services.validator.ema import EmaState, cap_max_share, weights_from_ema
 from services.validator.miners import MinerPool
 from services.validator.sampling import round_rng
-from services.validator.scoring import RoundScore, normalize_scores, powered_score
+from services.validator.scoring import RoundScore, normalize_scores, powered_score, round_level, score_of_level
 from services.validator.settings import ValidatorSettings
 from services.validator.store import EmaStore, MemoryStore
 from services.validator.subnet import Endpoint, SubnetView, read_subnet
@@ -165,10 +165,11 @@ class ValidatorLoop:
         shares = normalize_scores({o.uid: o.score.score for o in outcomes}, self.settings.score_power)
         miners = {n.uid: n.hotkey for n in view.neurons
                   if not n.is_validator_endpoint and n.hotkey != self.hotkey.ss58_address}
-        # The average keeps absolute scores (to the power), normalised only when weights are set: a
-        # round's shares would hand a lone noise miner all of a round that the real miners missed.
-        powered = {o.uid: powered_score(o.score.score, self.settings.score_power) for o in outcomes}
-        self.ema = self.ema.update(powered, miners)
+        # The average keeps each round's absolute level (scoring.round_level), turned into weights only
+        # when weights are set: a round's shares would hand a lone noise miner all of a round that the
+        # real miners missed, and per-round scores of a few items average badly.
+        levels = {o.uid: round_level(self.data.task, o.score) for o in outcomes}
+        self.ema = self.ema.update(levels, miners)
         await self.store.save(self.ema)
         seconds = time.perf_counter() - started
         result = RoundResult(index, view.block, seconds, tuple(outcomes), shares)
@@ -213,8 +214,8 @@ class ValidatorLoop:
                 record.timeouts += 1
             else:
                 record.failed += 1
-        for uid, value in self.ema.values.items():
-            metrics.score.labels(netuid, str(uid)).set(value)
+        for uid in self.ema.values:
+            metrics.score.labels(netuid, str(uid)).set(self.average_score(uid))
 
     # ---- weights ----
 
@@ -238,7 +239,7 @@ class ValidatorLoop:
         if self.settings.version_key < view.weights_version:
             return self._weights_result("outdated", view, f"version_key {self.settings.version_key} is below "
                                         f"the subnet's weights_version {view.weights_version}: upgrade")
-        values = {uid: self.ema.values.get(uid, 0.0) for uid in view.hotkeys()}
+        values = {uid: self.weight_score(uid) for uid in view.hotkeys()}
         if not any(v > 0 for v in values.values()):
             return self._weights_result("no_scores", view, "no miner has scored yet")
         uids, weights = weights_from_ema(values, max_weights=view.n, min_weights=min(view.min_allowed_weights, view.n))
@@ -394,6 +395,14 @@ class ValidatorLoop:
                 self._weights_retry_at = self.head + RETRY_BLOCKS
 
     # ---- what the router and the Scores RPC read ----
+
+    def average_score(self, uid: int) -> float:
+        """The score (0-1) of the uid's moving average."""
+        return score_of_level(self.data.task, self.ema.values.get(uid, 0.0))
+
+    def weight_score(self, uid: int) -> float:
+        """What the uid's average is worth in weights: its score to the settings' power."""
+        return powered_score(self.average_score(uid), self.settings.score_power)
 
     def ranked(self) -> list[Endpoint]:
         """Serving miners, best first: not recently failed, then EMA, then last score, then uid."""

@@ -15,7 +15,8 @@ round_duration_seconds = Histogram(
 miner_results = Counter(
     "agora_validator_miner_results", "Miners' results in rounds: answered, failed or timeout", ["netuid", "result"]
 )
-score = Gauge("agora_validator_score", "The moving average of each miner's round share", ["netuid", "uid"])
+score = Gauge("agora_validator_score", "Each miner's score (0-1) from the validator's moving average of its rounds",
+              ["netuid", "uid"])
 weights_set = Counter(
     "agora_validator_weights_set", "set_weights attempts by result (ok, refused, failed, outdated, ...)",
     ["netuid", "result"],

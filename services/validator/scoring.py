@@ -182,7 +182,30 @@ def score_retrieval(round_: RetrievalRound, query_vectors: object, passage_vecto
     return RoundScore(max(0.0, (accuracy - chance) / (1.0 - chance)) if chance < 1 else 0.0, accuracy, n)
 
 
-# Round -> weights --------------------------------------------------------------------------------
+# Rounds -> the moving average -> weights ----------------------------------------------------------
+
+def round_level(task: str, score: RoundScore) -> float:
+    """What the validator's moving average keeps of a round: a quantity whose mean over rounds is
+    the miner's worth. For next-token that is the round's gain in nats over the floor (FLOOR_LOSS -
+    mean loss, >= 0), not its score: the score is exp(-mean loss) of a few items, so one word more or
+    less found in a round moves it by e^(9.2 / items), and an average of such scores (squared, too)
+    is ruled by the luckiest rounds. Averaging the loss and taking exp once, at weights
+    (score_of_level), ranks two models by their mean loss, which is what held-out loss means. For
+    BLEU and retrieval the score is already linear in the work done, so it is kept as it is."""
+    if task == "next-token":
+        return max(0.0, FLOOR_LOSS - score.metric) if score.items else 0.0
+    return score.score
+
+
+def score_of_level(task: str, level: float) -> float:
+    """The score (0-1) of an averaged level: for next-token the score of a round whose mean loss is
+    FLOOR_LOSS - level (geometric mean probability above the floor); else the level itself."""
+    if not (isinstance(level, Real) and math.isfinite(level) and level > 0):
+        return 0.0
+    if task == "next-token":
+        return min(1.0, FLOOR_PROB * math.expm1(level) / (1.0 - FLOOR_PROB))
+    return min(1.0, float(level))
+
 
 def powered_score(score: object, power: float = 1.0) -> float:
     """score ** power; NaN, negatives and non-numbers count as 0."""

@@ -87,7 +87,7 @@ class ValidatorService(validator_pb2_grpc.ValidatorServicer):
             if uid not in loop.ema.values and not record.endpoint:
                 continue   # a validator or a uid never scored
             rows.append(validator_pb2.MinerScore(
-                uid=uid, hotkey=record.hotkey, ema=loop.ema.values.get(uid, 0.0), last_score=record.last_score,
+                uid=uid, hotkey=record.hotkey, ema=loop.average_score(uid), last_score=record.last_score,
                 last_metric=record.last_metric, answered=record.answered, failed=record.failed,
                 timeouts=record.timeouts, weight=weights.get(uid, 0), endpoint=record.endpoint,
             ))

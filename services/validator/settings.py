@@ -44,7 +44,7 @@ class ValidatorSettings:
     timeout_s: float = 12.0                 # a miner's deadline in a round; later is a timeout (score 0)
     round_interval_s: float = 12.0          # least time from one round's start to the next's
     alpha: float = 0.1                      # EMA weight of the newest round
-    score_power: float = 2.0                # the average keeps score ** this: > 1 concentrates emission on the best
+    score_power: float = 2.0                # weights: the average's score ** this (> 1 favours the best)
     top_k: int = 20                         # next-token candidates asked per prefix
     weights_interval_blocks: int = 0        # blocks between set_weights; 0: the subnet's tempo
     version_key: int = VERSION_KEY          # sent with set_weights; below the subnet's weights_version: no weights

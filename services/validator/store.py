@@ -48,15 +48,15 @@ class MemoryStore:
 
 
 class RedisStore:
-    """JSON values per (validator hotkey, netuid): the average at `agora:validator:<hotkey>:<netuid>:ema:v2`
-    (v2: the average of score ** power; v1 averaged per-round shares, not comparable), the pending
-    commits at `...:commits:v1`."""
+    """JSON values per (validator hotkey, netuid): the average at `agora:validator:<hotkey>:<netuid>:ema:v3`
+    (v3: of each round's level, scoring.round_level; v2 averaged score ** power and v1 per-round
+    shares, neither comparable), the pending commits at `...:commits:v1`."""
 
     def __init__(self, url: str, hotkey: str, netuid: int) -> None:
         from services.common.redis_client import redis_client
 
         self.redis = redis_client(url)
-        self.key = f"agora:validator:{hotkey}:{netuid}:ema:v2"
+        self.key = f"agora:validator:{hotkey}:{netuid}:ema:v3"
         self.commits_key = f"agora:validator:{hotkey}:{netuid}:commits:v1"
 
     async def load(self) -> EmaState | None:
