@@ -83,6 +83,11 @@ def register(groups: argparse._SubParsersAction, common: argparse.ArgumentParser
     p.add_argument("--to", dest="target_language", metavar="LANG", help="translate into fr, de or es")
     p.add_argument("--max-tokens", type=int, default=0, help="generate: new tokens at most (default 32)")
     p.add_argument("--temperature", type=float, default=0.0)
+    p.add_argument("--next-word", action="store_true",
+                   help="next-token: the likeliest next words after each TEXT, with probabilities")
+    p.add_argument("--top-k", type=int, default=0, help="--next-word: words per prefix (default 10)")
+    p.add_argument("--ensemble", type=int, default=0, metavar="K",
+                   help="--next-word: mix the distributions of the best K miners (the network's answer)")
     p.add_argument("--max-fee", default=None, metavar="TAO", help="refuse to pay a validator asking more")
     p.add_argument("--sign-only", action="store_true",
                    help="print the signed, paid request as JSON instead of sending it (for grpcurl -d)")
@@ -183,6 +188,14 @@ def _request(args: argparse.Namespace, info):
     from agora.validator.v1 import validator_pb2
 
     methods = list(info.methods)
+    if args.ensemble and not args.next_word:
+        raise CommandFailed("INVALID_ARGUMENT", "--ensemble mixes next-word distributions: add --next-word")
+    if args.next_word:
+        if "next_word" not in methods:
+            raise CommandFailed("INVALID_ARGUMENT", f"subnet {args.netuid} does not predict words (it takes "
+                                f"{', '.join(methods)})")
+        return validator_pb2.QueryRequest(netuid=args.netuid, ensemble=args.ensemble,
+                                          next_word=validator_pb2.NextWordInput(prefixes=args.texts, top_k=args.top_k))
     if "embed" in methods:
         return validator_pb2.QueryRequest(netuid=args.netuid, embed=validator_pb2.EmbedInput(texts=args.texts))
     if args.target_language:
@@ -234,8 +247,12 @@ def query(args: argparse.Namespace) -> int:
     result = {"validator": target, "uid": reply.uid, "hotkey": reply.hotkey, "attempts": reply.attempts,
               "miner_seconds": round(reply.miner_seconds, 4), "fee_rao": reply.fee_rao,
               "payment_hash": "0x" + reply.payment_hash.hex() if reply.payment_hash else "",
-              "payment_block": reply.payment_block}
-    if kind == "text":
+              "payment_block": reply.payment_block,
+              "contributors": [{"uid": c.uid, "hotkey": c.hotkey, "share": round(c.share, 6),
+                                "seconds": round(c.seconds, 4)} for c in reply.contributors]}
+    if kind == "next_words":
+        result["next_words"] = [[[w.word, w.probability] for w in d.words] for d in reply.next_words.distributions]
+    elif kind == "text":
         result["text"] = reply.text
     elif kind == "translations":
         result["translations"] = list(reply.translations.translations)
@@ -244,7 +261,10 @@ def query(args: argparse.Namespace) -> int:
     if args.json:
         output.print_json(result)
         return 0
-    if kind == "text":
+    if kind == "next_words":
+        for prefix, words in zip(args.texts, result["next_words"], strict=True):
+            print(f"{prefix!r}: " + "  ".join(f"{w!r} {p:.3f}" for w, p in words))
+    elif kind == "text":
         print(args.texts[0] + reply.text)
     elif kind == "translations":
         for line in result["translations"]:
@@ -253,5 +273,9 @@ def query(args: argparse.Namespace) -> int:
         vectors = result["embeddings"]
         print(f"{len(vectors)} vectors of {len(vectors[0]) if vectors else 0} dimensions (--json prints them)")
     paid = f"{output.tao(reply.fee_rao)} TAO in block {reply.payment_block}" if reply.fee_rao else "free"
-    output.note(f"answered by uid {reply.uid} ({reply.hotkey}) in {reply.miner_seconds:.2f}s via {target}; {paid}")
+    if len(reply.contributors) > 1:
+        mixed = ", ".join(f"uid {c.uid} ({c.share:.0%})" for c in reply.contributors)
+        output.note(f"the network's answer: {mixed} mixed, via {target}; {paid}")
+    else:
+        output.note(f"answered by uid {reply.uid} ({reply.hotkey}) in {reply.miner_seconds:.2f}s via {target}; {paid}")
     return 0

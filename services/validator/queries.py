@@ -28,13 +28,14 @@ from agora.chain.v1 import chain_pb2
 from services.common.errors import AgoraError, InvalidRequest, OutOfRange, PermissionDenied
 from services.miner.client import MinerClient
 from services.validator import metrics
+from services.validator.ensemble import mix, mixing_shares
 from services.validator.items import TRANSLATION_LANGS
 from services.validator.payments import Cashier, PaymentRequired, Receipt
 from services.validator.router import NoMinerAnswered, NoMinerServing, Routed, Router
 
-GENERATE, TRANSLATE, EMBED = "generate", "translate", "embed"
+GENERATE, TRANSLATE, EMBED, NEXT_WORD = "generate", "translate", "embed", "next_word"
 TASK_KINDS: dict[str, tuple[str, ...]] = {
-    "next-token": (GENERATE,),
+    "next-token": (GENERATE, NEXT_WORD),
     "translation": (TRANSLATE, GENERATE),
     "embedding": (EMBED,),
 }
@@ -43,6 +44,9 @@ MAX_CHARS = 8_192
 MAX_TOKENS = 512
 DEFAULT_MAX_TOKENS = 32
 MAX_TEMPERATURE = 5.0
+DEFAULT_TOP_K = 10
+MAX_TOP_K = 64
+MAX_ENSEMBLE = 16
 
 
 class WrongTask(InvalidRequest):
@@ -55,8 +59,10 @@ class UserQuery:
     prompt: str = ""
     max_tokens: int = DEFAULT_MAX_TOKENS
     temperature: float = 0.0
-    texts: tuple[str, ...] = ()            # sentences to translate or texts to embed
+    texts: tuple[str, ...] = ()            # sentences to translate, texts to embed, prefixes to continue
     target_language: str = ""
+    top_k: int = DEFAULT_TOP_K             # next_word: words per prefix
+    ensemble: int = 1                      # next_word: miners whose distributions are mixed
 
     @property
     def items(self) -> int:
@@ -96,7 +102,18 @@ def embed_query(texts: Sequence[str]) -> UserQuery:
     return UserQuery(EMBED, texts=_texts(texts, "texts"))
 
 
+def next_word_query(prefixes: Sequence[str], top_k: int = 0, ensemble: int = 0) -> UserQuery:
+    top_k = top_k or DEFAULT_TOP_K
+    if top_k > MAX_TOP_K:
+        raise OutOfRange(f"top_k {top_k} is above {MAX_TOP_K}")
+    if ensemble > MAX_ENSEMBLE:
+        raise OutOfRange(f"ensemble {ensemble} is above {MAX_ENSEMBLE} miners")
+    return UserQuery(NEXT_WORD, texts=_texts(prefixes, "prefixes"), top_k=top_k, ensemble=max(1, ensemble))
+
+
 def check_task(query: UserQuery, task: str, netuid: int) -> None:
+    if query.ensemble > 1 and query.kind != NEXT_WORD:
+        raise InvalidRequest(f"ensemble mixes next-word distributions: it applies to next_word, not {query.kind}")
     allowed = TASK_KINDS.get(task, ())
     if query.kind not in allowed:
         raise WrongTask(f"subnet {netuid} does {task}: it answers {', '.join(allowed) or 'nothing'}, "
@@ -114,6 +131,10 @@ async def ask(query: UserQuery, client: MinerClient, timeout: float) -> Any:
         request = miner_pb2.TranslateRequest(sentences=list(query.texts), source_language="en",
                                              target_language=query.target_language)
         return list((await client.call("Translate", request, timeout=timeout)).translations)
+    if query.kind == NEXT_WORD:
+        request = miner_pb2.NextWordRequest(prefixes=list(query.texts), top_k=query.top_k)
+        response = await client.call("NextWord", request, timeout=timeout)
+        return [[(c.word, c.probability) for c in p.candidates] for p in response.predictions]
     response = await client.call("Embed", miner_pb2.EmbedRequest(texts=list(query.texts)), timeout=timeout)
     return [list(e.values) for e in response.embeddings]
 
@@ -124,6 +145,9 @@ def well_formed(query: UserQuery, answer: Any) -> bool:
         return isinstance(answer, str)
     if query.kind == TRANSLATE:
         return isinstance(answer, list) and len(answer) == len(query.texts) and all(isinstance(a, str) for a in answer)
+    if query.kind == NEXT_WORD:
+        return (isinstance(answer, list) and len(answer) == len(query.texts)
+                and all(len(c) <= query.top_k and all(math.isfinite(p) and p >= 0 for _, p in c) for c in answer))
     if not isinstance(answer, list) or len(answer) != len(query.texts):
         return False
     try:
@@ -135,8 +159,14 @@ def well_formed(query: UserQuery, answer: Any) -> bool:
 
 @dataclass(frozen=True, slots=True)
 class QueryResult:
-    routed: Routed
+    answer: Any
+    contributors: tuple[tuple[Routed, float], ...]   # each answering miner and its share of the answer
     receipt: Receipt | None    # None when the query was free
+
+    @property
+    def routed(self) -> Routed:
+        """The first (for a single miner's answer, the only) contributor."""
+        return self.contributors[0][0]
 
 
 class QueryDesk:
@@ -157,16 +187,24 @@ class QueryDesk:
             check_task(query, self.task, self.netuid)
             # chosen before the payment and kept after it: no miner up, no charge, and no refusal
             # once the user has paid
-            candidates = self.router.candidates()
+            candidates = (self.router.ensemble_candidates(query.ensemble) if query.ensemble > 1
+                          else self.router.candidates())
             receipt = None
             if self.cashier.fee_rao > 0:
                 receipt = await self.cashier.settle(self.cashier.check(payment, payer))
                 metrics.fees_earned_rao.labels(str(self.netuid)).inc(receipt.payment.amount_rao)
-            routed = await self.router.route(lambda client, budget: ask(query, client, budget),
-                                             lambda answer: well_formed(query, answer),
-                                             min(timeout_s or self.timeout_s, self.timeout_s), candidates)
+            budget = min(timeout_s or self.timeout_s, self.timeout_s)
+            asking = (lambda client, left: ask(query, client, left), lambda answer: well_formed(query, answer))
+            if query.ensemble > 1:
+                answered = await self.router.route_all(*asking, budget, candidates)
+                shares = mixing_shares([self.router.loop.weight_score(r.endpoint.uid) for r in answered])
+                answer = mix([r.answer for r in answered], shares, query.top_k)
+                contributors = tuple(zip(answered, shares, strict=True))
+            else:
+                routed = await self.router.route(*asking, budget, candidates)
+                answer, contributors = routed.answer, ((routed, 1.0),)
             result = "ok"
-            return QueryResult(routed, receipt)
+            return QueryResult(answer, contributors, receipt)
         except PaymentRequired:
             result = "unpaid"
             raise

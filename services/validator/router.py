@@ -58,6 +58,41 @@ class Router:
             chosen[-1] = next(e for e in ranked if e.uid in up)
         return chosen
 
+    def ensemble_candidates(self, k: int) -> list[Endpoint]:
+        """The best `k` miners known to be up (NoMinerServing if none is)."""
+        self.candidates()   # the same refusals when nobody serves
+        up = {e.uid for e in self.loop.serving()}
+        return [e for e in self.loop.ranked() if e.uid in up][:k]
+
+    async def route_all(self, ask: Callable[[MinerClient, float], Awaitable[Any]], well_formed: Callable[[Any], bool],
+                        timeout_s: float, candidates: list[Endpoint]) -> list[Routed]:
+        """Ask every candidate at once, within the attempt deadline; the well-formed answers, in the
+        candidates' order. NoMinerAnswered if none came."""
+        budget = min(self.attempt_timeout_s, timeout_s)
+
+        async def one(endpoint: Endpoint) -> Routed | str:
+            started = time.perf_counter()
+            try:
+                answer = await asyncio.wait_for(ask(self.pool.client(endpoint), budget), budget + 0.5)
+            except aio.AioRpcError as exc:
+                return f"uid {endpoint.uid}: {exc.code().name}"
+            except TimeoutError:
+                return f"uid {endpoint.uid}: no answer in {budget:.1f}s"
+            except Exception as exc:   # a bad response signature, a closed channel
+                return f"uid {endpoint.uid}: {type(exc).__name__}"
+            if not well_formed(answer):
+                return f"uid {endpoint.uid}: malformed answer"
+            return Routed(endpoint, answer, 1, time.perf_counter() - started)
+
+        results = await asyncio.gather(*(one(e) for e in candidates))
+        for endpoint, r in zip(candidates, results, strict=True):
+            if isinstance(r, str):
+                self.loop.mark_down(endpoint)
+        answered = [r for r in results if isinstance(r, Routed)]
+        if not answered:
+            raise NoMinerAnswered("no miner answered: " + "; ".join(r for r in results if isinstance(r, str)))
+        return answered
+
     async def route(self, ask: Callable[[MinerClient, float], Awaitable[Any]], well_formed: Callable[[Any], bool],
                     timeout_s: float, candidates: list[Endpoint] | None = None) -> Routed:
         """Ask the candidates (default: `candidates()`) one after another until one answers well within

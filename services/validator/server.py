@@ -15,6 +15,7 @@ from services.validator.queries import (
     UserQuery,
     embed_query,
     generate_query,
+    next_word_query,
     translate_query,
 )
 
@@ -31,7 +32,9 @@ def query_from_proto(request: validator_pb2.QueryRequest) -> UserQuery:
         return translate_query(request.translate.sentences, request.translate.target_language)
     if kind == "embed":
         return embed_query(request.embed.texts)
-    raise InvalidRequest("the query has no input: set generate, translate or embed")
+    if kind == "next_word":
+        return next_word_query(request.next_word.prefixes, request.next_word.top_k, request.ensemble)
+    raise InvalidRequest("the query has no input: set generate, translate, embed or next_word")
 
 
 class ValidatorService(validator_pb2_grpc.ValidatorServicer):
@@ -61,15 +64,21 @@ class ValidatorService(validator_pb2_grpc.ValidatorServicer):
         query = query_from_proto(request)
         payment = request.payment if request.HasField("payment") else None
         result = await self.desk.serve(query, payment, request.payer, request.timeout_ms / 1000 or None)
-        routed, receipt = result.routed, result.receipt
+        routed, receipt, answer = result.routed, result.receipt, result.answer
         response = validator_pb2.QueryResponse(uid=routed.endpoint.uid, hotkey=routed.endpoint.hotkey,
                                                attempts=routed.attempts, miner_seconds=routed.seconds)
+        for r, share in result.contributors:
+            response.contributors.add(uid=r.endpoint.uid, hotkey=r.endpoint.hotkey, share=share, seconds=r.seconds)
         if query.kind == "generate":
-            response.text = routed.answer
+            response.text = answer
         elif query.kind == "translate":
-            response.translations.translations.extend(routed.answer)
+            response.translations.translations.extend(answer)
+        elif query.kind == "next_word":
+            for words in answer:
+                response.next_words.distributions.add().words.extend(
+                    validator_pb2.WordProbability(word=w, probability=p) for w, p in words)
         else:
-            response.embeddings.embeddings.extend(validator_pb2.Embedding(values=v) for v in routed.answer)
+            response.embeddings.embeddings.extend(validator_pb2.Embedding(values=v) for v in answer)
         if receipt is not None:
             response.payment_hash = receipt.payment.hash
             response.payment_block = receipt.block
