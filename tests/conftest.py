@@ -73,16 +73,24 @@ def minilm():
     return load_model("minilm-l6", LoadOptions(threads=1))
 
 
-# the longest files, longest first (measured with two workers on the 2-core reference machine)
-HEAVIEST = ("test_make_run.py", "test_validator_ladder.py", "test_validator_consensus.py",
-            "test_validator_ensemble.py", "test_validator_copier.py")
+# Files that load real models into the test process (4-5 GB): make test runs them in a second pass,
+# so none of them runs beside the make-run test, whose dozen model processes peak near 18 GiB.
+MODEL_FILES = ("test_validator_ladder.py", "test_validator_ensemble.py", "test_validator_proper.py",
+               "test_validator_copier.py", "test_validator_consensus.py", "test_validator_gaming.py",
+               "test_miner_models.py")
+# the longest files of each pass, longest first (two workers, the 2-core reference machine)
+HEAVIEST = ("test_make_run.py", "test_validator_ladder.py", "test_validator_ensemble.py",
+            "test_validator_proper.py", "test_validator_copier.py", "test_validator_consensus.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The heaviest files first, then the other slow ones: with workers, the longest jobs start at
-    once and the short ones fill in around them, instead of one long file starting last and running
-    alone (xdist's loadfile hands files out in this order)."""
+    """Mark the model files; then the heaviest files first, then the other slow ones: with workers,
+    the longest jobs start at once and the short ones fill in around them, instead of one long file
+    starting last and running alone (xdist's loadfile hands files out in this order)."""
     slow_files = {item.path for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        if item.path.name in MODEL_FILES:
+            item.add_marker(pytest.mark.models)
 
     def rank(item: pytest.Item) -> tuple[int, int]:
         name = item.path.name

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 
 from services.validator import catalogs
+from services.validator.background import Background
 from services.validator.sampling import RetrievalRound, TranslationItem
 from services.validator.scoring import (
     FLOOR_LOSS,
     FLOOR_PROB,
+    MAX_LOSS,
     RoundScore,
     corpus_bleu,
     echo_bleu,
@@ -31,36 +33,64 @@ from services.validator.scoring import (
 
 @pytest.mark.parametrize("candidates", [[(" ", 1.0)], [("t", 1.0)], [(" t", 1.0)], [("the", 1.0)], [(" the ", 1.0)]])
 def test_only_the_exact_whole_word_counts(candidates: list) -> None:
-    assert word_loss(candidates, " the") == pytest.approx(FLOOR_LOSS)
+    # each leaves no mass for other words: the true word " the" gets none
+    assert word_loss(candidates, " the") == pytest.approx(MAX_LOSS)
 
 
 def test_loss_is_minus_log_of_the_true_words_probability() -> None:
     assert word_loss([(" the", 0.5), (" a", 0.3)], " the") == pytest.approx(math.log(2))
     assert word_loss([(" the", 1.0)], " the") == 0.0
-    assert word_loss([(" a", 0.9)], " the") == pytest.approx(FLOOR_LOSS)
-    assert word_loss([(" the", 1e-9)], " the") == pytest.approx(FLOOR_LOSS)   # floored at 1e-4
-    assert word_loss([], " the") == pytest.approx(FLOOR_LOSS)
+    assert word_loss([(" the", 1e-15)], " the") == pytest.approx(MAX_LOSS)   # floored at 1e-12
 
 
-def test_candidates_summing_past_one_are_renormalised() -> None:
-    assert true_word_probability([(" the", 1.5), (" a", 1.5)], " the") == pytest.approx(0.5)
-    assert true_word_probability([(" the", 0.9), (" the", 0.9), (" a", 0.2)], " the") == pytest.approx(0.9)
-    assert true_word_probability([(" the", 0.2), (" a", 0.1)], " the") == pytest.approx(0.2)   # not scaled up
+def test_unlisted_words_share_the_mass_left_by_the_background() -> None:
+    background = Background.from_texts(["the cat sat on the mat", "the dog"])   # 8 words, 6 distinct
+    b = {w: background.prob(w) for w in ("the", "cat", "emu")}
+    assert b == {"the": pytest.approx(4 / 15), "cat": pytest.approx(2 / 15), "emu": pytest.approx(1 / 15)}
+    assert background.prob(" the") == background.prob("\nthe")   # leading whitespace aside
+    answer = [(" the", 0.6)]
+    # 0.4 left, spread over every word but " the" in proportion to the background
+    for word in ("cat", "emu"):
+        got = true_word_probability(answer, " " + word, background=background)
+        assert got == pytest.approx(0.4 * b[word] / (1 - b["the"]))
+    assert true_word_probability([], " cat", background=background) == pytest.approx(b["cat"])   # all left
+    assert true_word_probability([(" the", 1.0)], " cat", background=background) == 0.0   # nothing left
+    # the same leftover, compared without a validator's texts: every unlisted word alike (1e-4)
+    assert true_word_probability([(" a", 0.9)], " the") == pytest.approx(0.1 * 1e-4 / (1 - 1e-4))
+
+
+def test_honest_probabilities_score_best_in_expectation() -> None:
+    """Strictly proper: with the truth drawn from the miner's own beliefs, the expected loss of its
+    honest answer is below that of the same top words renormalised, sharpened or flattened."""
+    background = Background.from_texts(["a b c d e f g h " * 3])
+    belief = {" a": 0.4, " b": 0.2, " c": 0.1, " d": 0.1, " e": 0.1, " f": 0.05, " g": 0.05}
+    top = [(" a", 0.4), (" b", 0.2), (" c", 0.1)]   # what it lists: 0.7, with 0.3 left for the rest
+
+    def expected(answer) -> float:
+        return sum(p * word_loss(answer, w, background=background) for w, p in belief.items())
+
+    listed = sum(p for _, p in top)
+    renormalised = [(w, p / listed) for w, p in top]
+    sharpened = [(w, p * p / sum(q * q for _, q in top) * listed) for w, p in top]
+    flattened = [(w, p ** 0.5 / sum(q ** 0.5 for _, q in top) * listed) for w, p in top]
+    honest = expected(top)
+    for other in (renormalised, sharpened, flattened, [(w, p / 2) for w, p in top]):
+        assert expected(other) > honest + 0.01, other
 
 
 @pytest.mark.parametrize("candidates", [
     [(" the", float("nan"))], [(" the", -0.1), (" a", 0.5)], [(" the", float("inf"))], [(7, 0.5)],
     [(" the", "0.5")], [(" the", True)], [(" the",)], " the", None, [(" the", 0.5, 1)], [" the"],
 ])
-def test_malformed_answers_score_the_floor(candidates: object) -> None:
+def test_malformed_answers_are_certain_and_wrong(candidates: object) -> None:
     assert true_word_probability(candidates, " the") is None
-    assert word_loss(candidates, " the") == pytest.approx(FLOOR_LOSS)
+    assert word_loss(candidates, " the") == pytest.approx(MAX_LOSS)
 
 
-def test_more_candidates_than_asked_scores_the_floor() -> None:
+def test_more_candidates_than_asked_is_malformed() -> None:
     answer = [(" the", 0.5)] + [(f" w{i}", 0.01) for i in range(10)]
     assert word_loss(answer, " the", max_candidates=11) == pytest.approx(math.log(2))
-    assert word_loss(answer, " the", max_candidates=10) == pytest.approx(FLOOR_LOSS)
+    assert word_loss(answer, " the", max_candidates=10) == pytest.approx(MAX_LOSS)
 
 
 def test_next_word_score_orders_miners_and_noise_scores_zero() -> None:
@@ -69,20 +99,20 @@ def test_next_word_score_orders_miners_and_noise_scores_zero() -> None:
     perfect = [[(t, 1.0)] for t in targets]
     good = [[(t, 0.3), (" x", 0.2)] for t in targets]
     weaker = [[(t, 0.1), (" x", 0.5)] if i % 2 else [(" x", 0.5)] for i, t in enumerate(targets)]
-    noise = [[(f" {rng.integers(1 << 30)}", 0.9)] for _ in targets]
+    noise = [[(f" {rng.integers(1 << 30)}", 1.0)] for _ in targets]
     space = [[(" ", 1.0)] for _ in targets]
     scores = [score_next_token(a, targets) for a in (perfect, good, weaker, noise, space)]
     assert [s.score for s in scores] == sorted((s.score for s in scores), reverse=True)
     assert scores[0].score == pytest.approx(1.0) and scores[0].metric == 0.0
     assert scores[1].metric == pytest.approx(-math.log(0.3))
-    assert scores[3].score == 0.0 and scores[4].score == 0.0 and scores[3].metric == pytest.approx(FLOOR_LOSS)
+    assert scores[3].score == 0.0 and scores[4].score == 0.0 and scores[3].metric == pytest.approx(MAX_LOSS)
     assert scores[1].score > 2 * scores[2].score   # a real margin, not a rounding difference
 
 
 def test_wrong_number_of_answers_scores_zero() -> None:
     targets = [" the", " a"]
     assert score_next_token([[(" the", 1.0)]], targets).score == 0.0
-    assert score_next_token("nonsense", targets).metric == pytest.approx(FLOOR_LOSS)
+    assert score_next_token("nonsense", targets).metric == pytest.approx(MAX_LOSS)
     assert score_next_token([], []).score == 0.0
 
 

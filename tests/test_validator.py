@@ -499,7 +499,7 @@ async def test_paid_query_returns_the_top_miners_answer_and_bad_payments_cost_no
         stub = validator_pb2_grpc.ValidatorStub(channel)
         info = await stub.Info(validator_pb2.InfoRequest())
         assert (info.fee_rao, info.coldkey, info.netuid, info.miners) == (FEE, PAYEE, net.netuid, 3)
-        assert info.task == chain_pb2.NEXT_TOKEN and list(info.methods) == ["generate"]
+        assert info.task == chain_pb2.NEXT_TOKEN and list(info.methods) == ["generate", "next_word"]
 
         async def query(payment=None, payer=CHARLIE.ss58_address, **inputs):
             inputs = inputs or {"generate": validator_pb2.GenerateInput(prompt="Once upon a time")}

@@ -15,6 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from services.miner.client import MinerClient
+from services.validator.background import Background, background_of
 from services.validator.datasets import TaskData
 from services.validator.items import Task
 from services.validator.sampling import (
@@ -25,7 +26,14 @@ from services.validator.sampling import (
     sample_retrieval,
     sample_translation,
 )
-from services.validator.scoring import RoundScore, echo_bleu, score_next_token, score_retrieval, score_translation
+from services.validator.scoring import (
+    UNIFORM,
+    RoundScore,
+    echo_bleu,
+    score_next_token,
+    score_retrieval,
+    score_translation,
+)
 
 MAX_REQUEST_ITEMS = 64   # what a miner takes in one request (MinerSettings.max_request_items)
 
@@ -45,6 +53,7 @@ class Challenge(Protocol):
 class NextWordChallenge:
     items: tuple[NextWordItem, ...]
     top_k: int
+    background: Background = UNIFORM   # spreads each answer's unlisted mass (scoring.true_word_probability)
     task: Task = Task.NEXT_TOKEN
 
     @property
@@ -59,7 +68,8 @@ class NextWordChallenge:
         return [[(c.word, c.probability) for c in p.candidates] for p in response.predictions]
 
     def score(self, answer: object) -> RoundScore:
-        return score_next_token(answer, [i.target for i in self.items], max_candidates=self.top_k)
+        return score_next_token(answer, [i.target for i in self.items], max_candidates=self.top_k,
+                                background=self.background)
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +125,9 @@ def make_challenge(data: TaskData, rng: np.random.Generator, *, items: int, top_
     """A fresh challenge from the held-out split. Embedding rounds pool 3 passages per query (as
     many as fit one request with the queries)."""
     if data.task is Task.NEXT_TOKEN:
-        return NextWordChallenge(tuple(sample_next_token(data.held_out, rng, items)), top_k)
+        # the background from the public split, so the held-out words being asked are not in it
+        texts = tuple(i.text for i in (data.public or data.held_out))
+        return NextWordChallenge(tuple(sample_next_token(data.held_out, rng, items)), top_k, background_of(texts))
     if data.task is Task.TRANSLATION:
         chosen = tuple(sample_translation(data.held_out, rng, items))
         return TranslationChallenge(chosen, echo_bleu(chosen))

@@ -2,11 +2,17 @@
 miner that does no work) and the task's raw metric, plus the per-round normalisation into weights.
 
 Each score subtracts what doing nothing earns, so the weights a round hands out go to real work:
-  next-token   score = (exp(-mean loss) - 1e-4) / (1 - 1e-4), loss = -log max(p(true next word), 1e-4).
-               exp(-mean loss) is the geometric mean probability given to the true words (1 / word
-               perplexity). The log score is strictly proper, so reporting one's real beliefs is the
-               best strategy; the mean of p would reward piling all mass on one guess. A noise or
-               " " miner sits at the floor and scores 0; one nat less loss is e (2.72) times the score.
+  next-token   score = (exp(-mean loss) - 1e-4) / (1 - 1e-4), clipped at 0, loss = -log p(true next word)
+               where p is the answer's probability of the true word: its listed probability, or for a
+               word it did not list, the mass it left unlisted (1 - the listed sum) spread over the
+               unlisted words by the validator's own unigram model (background.py). exp(-mean loss)
+               is the geometric mean probability given to the true words (1 / word perplexity). The
+               log score of a whole distribution is strictly proper: a miner's expected score is
+               highest when its listed probabilities and its leftover mass are its real beliefs, so
+               rescaling its top-k to sum to 1 (leaving nothing for other words), sharpening or
+               flattening them all lose. Before this rule a missing word cost a flat 1e-4, which paid
+               overconfidence. A true word given no mass at all costs 27.6 nats (p floored at 1e-12);
+               a noise or " " miner scores 0; one nat less loss is e (2.72) times the score.
   translation  score = (BLEU - zero) / (100 - zero), clipped at 0, zero = the larger of the BLEU of echoing
                the source and the miner's own BLEU against the round's references shifted out of
                line. An untranslated source shares names, numbers and punctuation with the reference
@@ -29,10 +35,14 @@ from numbers import Real
 import numpy as np
 import sacrebleu
 
+from services.validator.background import Background
 from services.validator.sampling import RetrievalRound, TranslationItem
 
 FLOOR_PROB = 1e-4
-FLOOR_LOSS = -math.log(FLOOR_PROB)   # 9.21 nats: a miss, a malformed answer, no answer
+FLOOR_LOSS = -math.log(FLOOR_PROB)   # 9.21 nats: the score's zero; a round's mean loss past it earns 0
+MIN_PROB = 1e-12                     # a true word given no mass at all (a certain answer, wrong)
+MAX_LOSS = -math.log(MIN_PROB)       # 27.6 nats: that item's loss; also a malformed answer's, no answer's
+UNIFORM = Background.uniform()       # scoring without a validator's texts: every unlisted word alike
 BLEU_TOKENIZE = "13a"                # sacreBLEU's default (WMT's mteval-v13a): comparable with published BLEU
 
 
@@ -45,18 +55,22 @@ class RoundScore:
 
 # Next word ---------------------------------------------------------------------------------------
 
-def true_word_probability(candidates: object, target: str, *, max_candidates: int | None = None) -> float | None:
-    """The probability the candidates give exactly `target`, after scaling them down to sum to 1 if
-    they sum past it; None if the answer is malformed (not (str, prob) pairs, NaN, negative, too many).
+def true_word_probability(candidates: object, target: str, *, max_candidates: int | None = None,
+                          background: Background = UNIFORM) -> float | None:
+    """The probability the answer gives exactly `target`; None if it is malformed (not (str, prob)
+    pairs, NaN, negative, too many).
 
-    Only an exact match counts, leading whitespace included: " " or " t" earn nothing when the true
-    word is " the", so answering the start of every word is worthless.
+    The answer is a whole distribution: its listed words, scaled down to sum to 1 if they sum past
+    it, and the mass it left, 1 - their sum, for every word it did not list, spread over those by the
+    validator's background unigram model. So a listed target has its listed probability, an
+    unlisted one residual * b(target) / (1 - b(the listed words)). Only an exact match counts,
+    leading whitespace included: " " or " t" earn nothing when the true word is " the".
     """
     if isinstance(candidates, str | bytes) or not isinstance(candidates, Sequence):
         return None
     if max_candidates is not None and len(candidates) > max_candidates:
         return None
-    words, probs = [], []
+    listed: dict[str, float] = {}
     for pair in candidates:
         if isinstance(pair, str | bytes) or not isinstance(pair, Sequence) or len(pair) != 2:
             return None
@@ -66,27 +80,34 @@ def true_word_probability(candidates: object, target: str, *, max_candidates: in
         prob = float(prob)
         if not math.isfinite(prob) or prob < 0:
             return None
-        words.append(word)
-        probs.append(prob)
-    total = math.fsum(probs)
+        listed[word] = listed.get(word, 0.0) + prob
+    total = math.fsum(listed.values())
     scale = 1.0 / total if total > 1.0 else 1.0
-    return min(1.0, scale * math.fsum(p for w, p in zip(words, probs, strict=True) if w == target))
+    if target in listed:
+        return min(1.0, scale * listed[target])
+    residual = max(0.0, 1.0 - scale * total)
+    others = max(MIN_PROB, 1.0 - math.fsum(background.prob(w) for w in listed))
+    return min(1.0, residual * background.prob(target) / others)
 
 
-def word_loss(candidates: object, target: str, *, max_candidates: int | None = None) -> float:
-    """-log max(p(true word), 1e-4) in nats; a malformed answer scores the floor."""
-    p = true_word_probability(candidates, target, max_candidates=max_candidates)
-    return FLOOR_LOSS if p is None else -math.log(max(p, FLOOR_PROB))
+def word_loss(candidates: object, target: str, *, max_candidates: int | None = None,
+              background: Background = UNIFORM) -> float:
+    """-log p(true word) in nats, p at least MIN_PROB; a malformed answer is certain and wrong."""
+    p = true_word_probability(candidates, target, max_candidates=max_candidates, background=background)
+    return MAX_LOSS if p is None else -math.log(max(p, MIN_PROB))
 
 
-def score_next_token(answers: object, targets: Sequence[str], *, max_candidates: int | None = None) -> RoundScore:
-    """Mean word loss over the round (an answer list of the wrong length scores the floor on all)."""
+def score_next_token(answers: object, targets: Sequence[str], *, max_candidates: int | None = None,
+                     background: Background = UNIFORM) -> RoundScore:
+    """Mean word loss over the round (an answer list of the wrong length: MAX_LOSS on all), and its
+    score: the geometric mean probability of the true words above the floor, 0 at or past it."""
     n = len(targets)
     if n == 0:
-        return RoundScore(0.0, FLOOR_LOSS, 0)
+        return RoundScore(0.0, MAX_LOSS, 0)
     if isinstance(answers, str | bytes) or not isinstance(answers, Sequence) or len(answers) != n:
-        return RoundScore(0.0, FLOOR_LOSS, n)
-    losses = [word_loss(a, t, max_candidates=max_candidates) for a, t in zip(answers, targets, strict=True)]
+        return RoundScore(0.0, MAX_LOSS, n)
+    losses = [word_loss(a, t, max_candidates=max_candidates, background=background)
+              for a, t in zip(answers, targets, strict=True)]
     mean_loss = math.fsum(losses) / n
     # exp(-mean) - floor, written as floor * expm1(gain) so that a round of misses is exactly 0
     gain = FLOOR_LOSS - mean_loss
