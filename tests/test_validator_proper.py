@@ -62,3 +62,4 @@ def test_honest_probabilities_earn_most_on_the_same_items(smol):
             assert diff.mean() > 2 * diff.std(ddof=1) / math.sqrt(diff.size), (name, diff.mean())
             assert np.mean(scores[name]) < np.mean(scores["honest"]), name
     assert score_next_token([[(" the", 1.0)]], [" cat"]).score == 0.0   # certain and wrong: nothing
+    assert challenge.score([[] for _ in challenge.items]).score == 0.0   # the background alone: nothing

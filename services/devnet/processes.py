@@ -33,9 +33,10 @@ def port_or_free(wanted: int) -> int:
     return port
 
 
-# glibc gives each thread that allocates its own malloc arena; a model server's gRPC and torch
-# threads then hold several hundred MB of freed memory each. Two arenas keep a dozen model processes
-# inside a 24 GiB machine (override by setting it in the environment).
+# glibc gives threads that allocate their own malloc arenas (up to 8 per core), and each keeps the
+# memory freed into it; a model server's gRPC and torch threads would each hold some. Two arenas per
+# process keep a dozen model processes further from a 24 GiB machine's limit (the environment's
+# own setting wins).
 CHILD_DEFAULTS = {"MALLOC_ARENA_MAX": "2"}
 
 

@@ -2,8 +2,9 @@
 miner that does no work) and the task's raw metric, plus the per-round normalisation into weights.
 
 Each score subtracts what doing nothing earns, so the weights a round hands out go to real work:
-  next-token   score = (exp(-mean loss) - 1e-4) / (1 - 1e-4), clipped at 0, loss = -log p(true next word)
-               where p is the answer's probability of the true word: its listed probability, or for a
+  next-token   score = 1e-4 (e^g - 1) / (1 - 1e-4), g = (an empty answer's mean loss) - (mean loss),
+               clipped at 0, loss = -log p(true next word) where p is the answer's probability of the
+               true word: its listed probability, or for a
                word it did not list, the mass it left unlisted (1 - the listed sum) spread over the
                unlisted words by the validator's own unigram model (background.py). exp(-mean loss)
                is the geometric mean probability given to the true words (1 / word perplexity). The
@@ -12,7 +13,9 @@ Each score subtracts what doing nothing earns, so the weights a round hands out 
                rescaling its top-k to sum to 1 (leaving nothing for other words), sharpening or
                flattening them all lose. Before this rule a missing word cost a flat 1e-4, which paid
                overconfidence. A true word given no mass at all costs 27.6 nats (p floored at 1e-12);
-               a noise or " " miner scores 0; one nat less loss is e (2.72) times the score.
+               a noise or " " miner scores 0, and so does an empty answer, whose loss (all its mass
+               on the validator's background) is the zero: the background is the validator's
+               knowledge, not the miner's work. One nat less loss is e (2.72) times the score.
   translation  score = (BLEU - zero) / (100 - zero), clipped at 0, zero = the larger of the BLEU of echoing
                the source and the miner's own BLEU against the round's references shifted out of
                line. An untranslated source shares names, numbers and punctuation with the reference
@@ -51,6 +54,7 @@ class RoundScore:
     score: float    # in [0, 1]; what the round normalises into weights
     metric: float   # mean word loss in nats | corpus BLEU 0-100 | retrieval accuracy 0-1
     items: int      # the round's items
+    zero: float = 0.0   # next-token: the mean loss an empty answer earns on these items (the score's zero)
 
 
 # Next word ---------------------------------------------------------------------------------------
@@ -100,19 +104,19 @@ def word_loss(candidates: object, target: str, *, max_candidates: int | None = N
 def score_next_token(answers: object, targets: Sequence[str], *, max_candidates: int | None = None,
                      background: Background = UNIFORM) -> RoundScore:
     """Mean word loss over the round (an answer list of the wrong length: MAX_LOSS on all), and its
-    score: the geometric mean probability of the true words above the floor, 0 at or past it."""
+    score: 0 for the loss an empty answer earns (all its mass left to the validator's background,
+    which is the validator's own knowledge, not the miner's work) or worse, and e^(nats below that)
+    above it: score_of_level(zero - mean loss)."""
     n = len(targets)
+    zero = math.fsum(word_loss([], t, background=background) for t in targets) / n if n else FLOOR_LOSS
     if n == 0:
-        return RoundScore(0.0, MAX_LOSS, 0)
+        return RoundScore(0.0, MAX_LOSS, 0, zero)
     if isinstance(answers, str | bytes) or not isinstance(answers, Sequence) or len(answers) != n:
-        return RoundScore(0.0, MAX_LOSS, n)
+        return RoundScore(0.0, MAX_LOSS, n, zero)
     losses = [word_loss(a, t, max_candidates=max_candidates, background=background)
               for a, t in zip(answers, targets, strict=True)]
     mean_loss = math.fsum(losses) / n
-    # exp(-mean) - floor, written as floor * expm1(gain) so that a round of misses is exactly 0
-    gain = FLOOR_LOSS - mean_loss
-    score = FLOOR_PROB * math.expm1(gain) / (1.0 - FLOOR_PROB) if gain > 1e-9 else 0.0
-    return RoundScore(min(1.0, score), mean_loss, n)
+    return RoundScore(score_of_level("next-token", zero - mean_loss), mean_loss, n, zero)
 
 
 # Translation -------------------------------------------------------------------------------------
@@ -207,20 +211,21 @@ def score_retrieval(round_: RetrievalRound, query_vectors: object, passage_vecto
 
 def round_level(task: str, score: RoundScore) -> float:
     """What the validator's moving average keeps of a round: a quantity whose mean over rounds is
-    the miner's worth. For next-token that is the round's gain in nats over the floor (FLOOR_LOSS -
-    mean loss, >= 0), not its score: the score is exp(-mean loss) of a few items, so one word more or
+    the miner's worth. For next-token that is the round's gain in nats over an empty answer (its zero
+    - mean loss, >= 0), not its score: the score is exp(-mean loss) of a few items, so one word more or
     less found in a round moves it by e^(9.2 / items), and an average of such scores (squared, too)
     is ruled by the luckiest rounds. Averaging the loss and taking exp once, at weights
     (score_of_level), ranks two models by their mean loss, which is what held-out loss means. For
     BLEU and retrieval the score is already linear in the work done, so it is kept as it is."""
     if task == "next-token":
-        return max(0.0, FLOOR_LOSS - score.metric) if score.items else 0.0
+        return max(0.0, score.zero - score.metric) if score.items else 0.0
     return score.score
 
 
 def score_of_level(task: str, level: float) -> float:
-    """The score (0-1) of an averaged level: for next-token the score of a round whose mean loss is
-    FLOOR_LOSS - level (geometric mean probability above the floor); else the level itself."""
+    """The score (0-1) of an averaged level: for next-token 1e-4 (e^level - 1) / (1 - 1e-4), so one
+    nat less loss is e times the score (with the uniform background, whose empty answer loses 9.21
+    nats, this is the geometric mean probability above 1e-4); else the level itself."""
     if not (isinstance(level, Real) and math.isfinite(level) and level > 0):
         return 0.0
     if task == "next-token":
