@@ -238,7 +238,7 @@ async def test_a_validator_keeps_its_rounds_on_time_when_a_third_of_its_miners_h
                 assert set(outcome) == {*good, *bad}
                 assert r.seconds < 2 * timeout_s, r.seconds          # the hung miner costs its deadline, no more
                 assert all(outcome[k].result == "answered" for k in good), [outcome[k] for k in good]
-                assert outcome[good[0]].score.score > 0.5             # the oracle still scores as ever
+                assert outcome[good[0]].score.metric < 0.2            # the oracle still scores as ever
                 for hotkey, name in bad.items():
                     assert outcome[hotkey].result == ("timeout" if name == "hang" else "failed"), outcome[hotkey]
                     assert outcome[hotkey].score.score == 0 and r.shares.get(outcome[hotkey].uid, 0.0) == 0

@@ -355,6 +355,38 @@ async def test_translation_and_embedding_rounds_rank_oracle_over_echo_and_noise(
             await loop.pool.close()
 
 
+async def test_an_ensemble_next_word_query_mixes_the_scored_miners_and_names_them(redis_server, data):
+    async for net in make_net(redis_server, data):
+        await net.add_miners([Oracle(data), Oracle(data), "noise"])
+        validator = Validator(net.settings(fee_rao=0), hotkey=VALIDATOR, coldkey=PAYEE, data=data[Task.NEXT_TOKEN])
+        await validator.start()
+        try:
+            await wait_for(lambda v=validator: _rounds(v, 1))
+            async with aio.insecure_channel(f"127.0.0.1:{validator.port}") as channel:
+                stub = validator_pb2_grpc.ValidatorStub(channel)
+                prefixes = [paragraph(3)[:40], paragraph(5)[:60]]
+                reply = await stub.Query(validator_pb2.QueryRequest(
+                    ensemble=3, next_word=validator_pb2.NextWordInput(prefixes=prefixes, top_k=5)))
+                oracles = {k.ss58_address for k in net.keys[:2]}
+                # the noise miner scores 0: it adds nothing and is not named
+                assert {c.hotkey for c in reply.contributors} == oracles
+                assert sum(c.share for c in reply.contributors) == pytest.approx(1.0)
+                assert len(reply.next_words.distributions) == 2
+                assert all(0 < len(d.words) <= 5 for d in reply.next_words.distributions)
+                for request, code in (
+                        (validator_pb2.QueryRequest(ensemble=2, generate=validator_pb2.GenerateInput(prompt="x")),
+                         grpc.StatusCode.INVALID_ARGUMENT),
+                        (validator_pb2.QueryRequest(next_word=validator_pb2.NextWordInput(prefixes=["a"], top_k=65)),
+                         grpc.StatusCode.OUT_OF_RANGE),
+                        (validator_pb2.QueryRequest(ensemble=17, next_word=validator_pb2.NextWordInput(prefixes=["a"])),
+                         grpc.StatusCode.OUT_OF_RANGE)):
+                    with pytest.raises(aio.AioRpcError) as err:
+                        await stub.Query(request)
+                    assert err.value.code() is code, err.value.details()
+        finally:
+            await validator.stop()
+
+
 async def test_translate_and_embed_queries_are_answered_by_the_best_miner(redis_server, data):
     queries = {
         "translation": validator_pb2.QueryRequest(translate=validator_pb2.TranslateInput(
@@ -372,6 +404,7 @@ async def test_translate_and_embed_queries_are_answered_by_the_best_miner(redis_
                     stub = validator_pb2_grpc.ValidatorStub(channel)
                     reply = await stub.Query(request)
                     assert reply.hotkey == net.keys[1].ss58_address   # the oracle, ranked first
+                    assert [(c.uid, c.share) for c in reply.contributors] == [(reply.uid, 1.0)]
                     if task == "translation":
                         assert list(reply.translations.translations) == ["Le renard dort près du lieu numéro 0.",
                                                                          "Hello there."]

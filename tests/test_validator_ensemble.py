@@ -28,7 +28,7 @@ async def test_the_mixed_distribution_of_the_top_miners_beats_the_best_single_on
     data = load_task_data("next-token")
     async for net in make_net(redis_server, {Task.NEXT_TOKEN: data}, "next-token"):
         await net.add_miners([gemma, smol])
-        validator = Validator(net.settings(fee_rao=0, round_items=16, timeout_s=300.0, attempt_timeout_s=300.0,
+        validator = Validator(net.settings(fee_rao=0, round_items=8, timeout_s=300.0, attempt_timeout_s=300.0,
                                            query_timeout_s=600.0), hotkey=VALIDATOR, coldkey=PAYEE, data=data)
         await validator.start()
         try:
@@ -37,13 +37,12 @@ async def test_the_mixed_distribution_of_the_top_miners_beats_the_best_single_on
             prefixes = [i.prefix for i in items]
             async with aio.insecure_channel(f"127.0.0.1:{validator.port}") as channel:
                 stub = validator_pb2_grpc.ValidatorStub(channel)
-                mixed, single = [await stub.Query(validator_pb2.QueryRequest(
-                    ensemble=k, next_word=validator_pb2.NextWordInput(prefixes=prefixes, top_k=TOP_K))) for k in (2, 1)]
+                mixed = await stub.Query(validator_pb2.QueryRequest(
+                    ensemble=2, next_word=validator_pb2.NextWordInput(prefixes=prefixes, top_k=TOP_K)))
             miners = {k.ss58_address for k in net.keys}
             assert {c.hotkey for c in mixed.contributors} == miners and len(mixed.contributors) == 2
             assert sum(c.share for c in mixed.contributors) == pytest.approx(1.0)
             assert min(c.share for c in mixed.contributors) > 0.1   # both count: they are close in quality
-            assert len(single.contributors) == 1 and single.contributors[0].share == 1.0
 
 
             each = {}
@@ -56,7 +55,6 @@ async def test_the_mixed_distribution_of_the_top_miners_beats_the_best_single_on
                   + ", ".join(f"{m.engine.model_name} {each[k.ss58_address]:.3f}"
                               for m, k in zip(net.miners, net.keys, strict=True))
                   + "; shares " + ", ".join(f"uid {c.uid} {c.share:.2f}" for c in mixed.contributors))
-            assert loss(single.next_words.distributions, items) == pytest.approx(each[single.hotkey], abs=1e-6)
             # the items are fixed (seeded) and CPU inference is deterministic, so this is one measurement,
             # not a draw: measured 3.93 nats against Gemma-3's 4.02 and SmolLM2's 4.17
             assert ensemble_loss < min(each.values()), (ensemble_loss, each)
@@ -72,4 +70,4 @@ def loss(distributions, items) -> float:
 
 async def _scored(validator: Validator) -> bool:
     loop = validator.loop
-    return loop.rounds >= 2 and all(loop.weight_score(e.uid) > 0 for e in loop.ranked())
+    return loop.rounds >= 1 and all(loop.weight_score(e.uid) > 0 for e in loop.ranked())

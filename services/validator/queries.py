@@ -112,8 +112,6 @@ def next_word_query(prefixes: Sequence[str], top_k: int = 0, ensemble: int = 0) 
 
 
 def check_task(query: UserQuery, task: str, netuid: int) -> None:
-    if query.ensemble > 1 and query.kind != NEXT_WORD:
-        raise InvalidRequest(f"ensemble mixes next-word distributions: it applies to next_word, not {query.kind}")
     allowed = TASK_KINDS.get(task, ())
     if query.kind not in allowed:
         raise WrongTask(f"subnet {netuid} does {task}: it answers {', '.join(allowed) or 'nothing'}, "
@@ -198,8 +196,10 @@ class QueryDesk:
             if query.ensemble > 1:
                 answered = await self.router.route_all(*asking, budget, candidates)
                 shares = mixing_shares([self.router.loop.weight_score(r.endpoint.uid) for r in answered])
-                answer = mix([r.answer for r in answered], shares, query.top_k)
-                contributors = tuple(zip(answered, shares, strict=True))
+                # a miner the validator scores at 0 adds nothing to the mix and is not named
+                kept = [(r, share) for r, share in zip(answered, shares, strict=True) if share > 0]
+                answer = mix([r.answer for r, _ in kept], [share for _, share in kept], query.top_k)
+                contributors = tuple(kept)
             else:
                 routed = await self.router.route(*asking, budget, candidates)
                 answer, contributors = routed.answer, ((routed, 1.0),)

@@ -25,6 +25,9 @@ SERVICE_DESCRIPTOR = validator_pb2.DESCRIPTOR.services_by_name["Validator"]
 
 def query_from_proto(request: validator_pb2.QueryRequest) -> UserQuery:
     kind = request.WhichOneof("input")
+    if request.ensemble > 1 and kind != "next_word":
+        raise InvalidRequest("ensemble mixes next-word distributions: it applies to next_word, "
+                             f"not {kind or 'nothing'}")
     if kind == "generate":
         g = request.generate
         return generate_query(g.prompt, g.max_tokens, g.temperature)
