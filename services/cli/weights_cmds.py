@@ -106,10 +106,16 @@ def set_weights(args: argparse.Namespace) -> int:
         raise InvalidRequest(f"--netuid {args.netuid}: weights go on a subnet >= 1 (root: `agora root weights`)")
     uids, weights = u16_weights(parse_ids(args.uids, "--uids"), args.weights, "uids")
     version = _version_key(args.version_key)
+    return _send_row(args, set_weights_call(args.netuid, uids, weights, version), "WeightsSet",
+                     f"set weights on subnet {args.netuid}", uids, weights, version)
+
+
+def _send_row(args: argparse.Namespace, call, event: str, what: str, uids: list[int], weights: list[int],
+              version: int) -> int:
+    """Sign a weights row's call with the hotkey, wait for its block, report the uid its event names."""
     keypair = signing.hotkey_keypair(args)
-    (done,) = signing.submit(args.chain, keypair, [set_weights_call(args.netuid, uids, weights, version)],
-                             what=f"set weights on subnet {args.netuid}")
-    uid = done.event("WeightsSet").get("uid")
+    (done,) = signing.submit(args.chain, keypair, [call], what=what)
+    uid = done.event(event).get("uid")
     result = {"netuid": args.netuid, "hotkey": keypair.ss58_address, "uid": int(uid) if uid else None,
               "uids": uids, "weights_u16": weights, "version_key": version}
     signing.report(args, result, [("subnet", args.netuid), ("hotkey", f"{keypair.ss58_address} (uid {uid})"),
@@ -164,15 +170,8 @@ def reveal_weights(args: argparse.Namespace) -> int:
     from services.chain.client import reveal_weights_call
 
     uids, weights, salt, version = _commit_reveal_row(args)
-    keypair = signing.hotkey_keypair(args)
-    (done,) = signing.submit(args.chain, keypair, [reveal_weights_call(args.netuid, uids, weights, salt, version)],
-                             what=f"reveal weights on subnet {args.netuid}")
-    uid = done.event("WeightsRevealed").get("uid")
-    result = {"netuid": args.netuid, "hotkey": keypair.ss58_address, "uid": int(uid) if uid else None,
-              "uids": uids, "weights_u16": weights, "version_key": version}
-    signing.report(args, result, [("subnet", args.netuid), ("hotkey", f"{keypair.ss58_address} (uid {uid})"),
-                                  ("weights", _shown(uids, weights))], done)
-    return 0
+    return _send_row(args, reveal_weights_call(args.netuid, uids, weights, salt, version), "WeightsRevealed",
+                     f"reveal weights on subnet {args.netuid}", uids, weights, version)
 
 
 async def _subnet(target: str, netuid: int):
