@@ -15,7 +15,7 @@ from typing import Protocol
 import numpy as np
 
 from services.miner.client import MinerClient
-from services.validator.background import Background, background_of
+from services.validator.background import UNIFORM, Background
 from services.validator.datasets import TaskData
 from services.validator.items import Task
 from services.validator.sampling import (
@@ -27,7 +27,6 @@ from services.validator.sampling import (
     sample_translation,
 )
 from services.validator.scoring import (
-    UNIFORM,
     RoundScore,
     echo_bleu,
     score_next_token,
@@ -125,9 +124,7 @@ def make_challenge(data: TaskData, rng: np.random.Generator, *, items: int, top_
     """A fresh challenge from the held-out split. Embedding rounds pool 3 passages per query (as
     many as fit one request with the queries)."""
     if data.task is Task.NEXT_TOKEN:
-        # the background from the public split, so the held-out words being asked are not in it
-        texts = tuple(i.text for i in (data.public or data.held_out))
-        return NextWordChallenge(tuple(sample_next_token(data.held_out, rng, items)), top_k, background_of(texts))
+        return NextWordChallenge(tuple(sample_next_token(data.held_out, rng, items)), top_k, data.background)
     if data.task is Task.TRANSLATION:
         chosen = tuple(sample_translation(data.held_out, rng, items))
         return TranslationChallenge(chosen, echo_bleu(chosen))

@@ -27,6 +27,7 @@ from typing import Any
 from services.common.cache import cache_dir as common_cache_dir
 from services.common.errors import NotFound
 from services.validator import offline
+from services.validator.background import UNIFORM, Background
 from services.validator.items import (
     HELD_OUT,
     ITEM_TYPES,
@@ -66,6 +67,7 @@ class TaskData:
     public: tuple[Item, ...]     # may be shown to anyone (examples, tuning)
     provenance: Provenance
     path: Path | None            # the JSONL file the items were read from
+    background: Background = UNIFORM   # next-token: the word model scoring spreads unlisted mass by
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,7 +181,10 @@ def _task_data(task: Task, rows: list[dict], provenance: Provenance, path: Path 
     for row in rows:
         split = row.pop("split")
         (held if split == HELD_OUT else public).append(kind(**row))
-    return TaskData(task, tuple(held), tuple(public), provenance, path)
+    background = UNIFORM
+    if task is Task.NEXT_TOKEN:   # from the public split, so the held-out words being asked are not in it
+        background = Background.from_texts(i.text for i in (public or held))
+    return TaskData(task, tuple(held), tuple(public), provenance, path, background)
 
 
 # Sources -----------------------------------------------------------------------------------------

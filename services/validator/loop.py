@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -68,6 +68,16 @@ class RoundResult:
 class WeightsSet:
     block: int
     weights: dict[int, int]    # uid -> u16 as sent
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """What became of a weights extrinsic the validator sent."""
+
+    block: int | None     # its block, if it was included and succeeded
+    result: str           # "ok" | "refused" (at submit) | "failed" (in its block, or not included)
+    why: str
+    retry: bool           # the chain may still take it: it was busy, or the extrinsic is still queued
 
 
 @dataclass(slots=True)
@@ -246,48 +256,50 @@ class ValidatorLoop:
         weights = cap_max_share(weights, view.max_weights_limit)
         if view.commit_reveal:
             return await self._commit(view, uids, weights)
-        call = set_weights_call(self.netuid, uids, weights, self.settings.version_key)
-        try:
-            response = await self.chain.call(self.hotkey, call, wait=True)
-        except aio.AioRpcError as exc:
-            return self._weights_result("refused", view, f"{exc.code().name}: {exc.details()}")
-        status = response.status
-        if status.state != chain_pb2.ExtrinsicStatus.INCLUDED or not status.success:
-            state = chain_pb2.ExtrinsicStatus.State.Name(status.state)
-            return self._weights_result("failed", view, f"{state} {status.error}")
-        self.last_weights = WeightsSet(status.block_number, dict(zip(uids, weights, strict=True)))
+        sent = await self._send(set_weights_call(self.netuid, uids, weights, self.settings.version_key))
+        if sent.block is None:
+            return self._weights_result(sent.result, view, sent.why)
+        self._weights_live(sent.block, uids, weights)
         self._last_weights_problem = None
         self._rounds_since_weights = 0
+        log.info("weights set in block %d on %d uids", sent.block, len(uids))
+        return "ok"
+
+    async def _send(self, call: chain_pb2.Call) -> Sent:
+        """Sign a weights call with the hotkey and wait for its block."""
+        try:
+            status = (await self.chain.call(self.hotkey, call, wait=True)).status
+        except aio.AioRpcError as exc:
+            return Sent(None, "refused", f"{exc.code().name}: {exc.details()}", exc.code() in TRANSIENT)
+        if status.state == chain_pb2.ExtrinsicStatus.INCLUDED and status.success:
+            return Sent(status.block_number, "ok", "", False)
+        state = chain_pb2.ExtrinsicStatus.State.Name(status.state)
+        return Sent(None, "failed", f"{state} {status.error}", status.state == chain_pb2.ExtrinsicStatus.QUEUED)
+
+    def _weights_live(self, block: int, uids: Sequence[int], weights: Sequence[int]) -> None:
+        """A row became this validator's weights on the chain in `block` (set, or revealed)."""
+        self.last_weights = WeightsSet(block, dict(zip(uids, weights, strict=True)))
         metrics.weights_set.labels(str(self.netuid), "ok").inc()
         metrics.last_weights_timestamp_seconds.labels(str(self.netuid)).set(time.time())
-        log.info("weights set in block %d on %d uids", status.block_number, len(uids))
-        return "ok"
 
     async def _commit(self, view: SubnetView, uids: list[int], weights: list[int]) -> str:
         pending = new_commit(bytes(self.hotkey.public_key), self.netuid, uids, weights, self.settings.version_key)
         # saved before it is sent: a validator restarted after the commit landed still has its salt
         self.pending_commits.append(pending)
         await self.store.save_commits(self.pending_commits)
-        try:
-            response = await self.chain.call(self.hotkey, commit_weights_call(self.netuid, pending.hash), wait=True)
-            status = response.status
-            landed = status.state == chain_pb2.ExtrinsicStatus.INCLUDED and status.success
-        except aio.AioRpcError as exc:
-            landed, problem = False, ("refused", f"{exc.code().name}: {exc.details()}")
-        else:
-            problem = ("failed", f"{chain_pb2.ExtrinsicStatus.State.Name(status.state)} {status.error}")
+        sent = await self._send(commit_weights_call(self.netuid, pending.hash))
         self.pending_commits.remove(pending)
-        if landed:
-            self.pending_commits.append(pending.landed(status.block_number))
+        if sent.block is not None:
+            self.pending_commits.append(pending.landed(sent.block))
         await self.store.save_commits(self.pending_commits)
-        if not landed:
-            return self._weights_result(problem[0], view, problem[1])
+        if sent.block is None:
+            return self._weights_result(sent.result, view, sent.why)
         self._last_weights_problem = None
         self._rounds_since_weights = 0
         metrics.weights_set.labels(str(self.netuid), "committed").inc()
         first, last = self.pending_commits[-1].window(view)
-        log.info("weights committed in block %d on %d uids; reveal in blocks %d..%d", status.block_number,
-                 len(uids), first, last)
+        log.info("weights committed in block %d on %d uids; reveal in blocks %d..%d", sent.block, len(uids),
+                 first, last)
         return "committed"
 
     async def _maybe_reveal(self) -> str | None:
@@ -304,27 +316,15 @@ class ValidatorLoop:
         result = None
         retry = []   # still in its window after a refusal the chain may not repeat (busy, not yet included)
         for c in ready:
-            call = reveal_weights_call(self.netuid, list(c.uids), list(c.weights), list(c.salt), c.version_key)
-            try:
-                response = await self.chain.call(self.hotkey, call, wait=True)
-            except aio.AioRpcError as exc:
-                log.warning("reveal of the commit of block %d refused: %s: %s", c.commit_block, exc.code().name,
-                            exc.details())
-                if exc.code() in TRANSIENT:
+            sent = await self._send(reveal_weights_call(self.netuid, list(c.uids), list(c.weights), list(c.salt),
+                                                        c.version_key))
+            if sent.block is None:
+                log.warning("reveal of the commit of block %d %s: %s", c.commit_block, sent.result, sent.why)
+                if sent.retry:
                     retry.append(c)
                 continue
-            status = response.status
-            if status.state == chain_pb2.ExtrinsicStatus.QUEUED:
-                retry.append(c)
-                continue
-            if status.state != chain_pb2.ExtrinsicStatus.INCLUDED or not status.success:
-                log.warning("reveal of the commit of block %d: %s %s", c.commit_block,
-                            chain_pb2.ExtrinsicStatus.State.Name(status.state), status.error)
-                continue
-            self.last_weights = WeightsSet(status.block_number, dict(zip(c.uids, c.weights, strict=True)))
-            metrics.weights_set.labels(str(self.netuid), "ok").inc()
-            metrics.last_weights_timestamp_seconds.labels(str(self.netuid)).set(time.time())
-            log.info("weights revealed in block %d (committed in block %d)", status.block_number, c.commit_block)
+            self._weights_live(sent.block, c.uids, c.weights)
+            log.info("weights revealed in block %d (committed in block %d)", sent.block, c.commit_block)
             result = "revealed"
         self.pending_commits = sorted([*retry, *waiting], key=lambda c: c.commit_block)
         await self.store.save_commits(self.pending_commits)

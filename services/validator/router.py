@@ -69,29 +69,30 @@ class Router:
         """Ask every candidate at once, within the attempt deadline; the well-formed answers, in the
         candidates' order. NoMinerAnswered if none came."""
         budget = min(self.attempt_timeout_s, timeout_s)
-
-        async def one(endpoint: Endpoint) -> Routed | str:
-            started = time.perf_counter()
-            try:
-                answer = await asyncio.wait_for(ask(self.pool.client(endpoint), budget), budget + 0.5)
-            except aio.AioRpcError as exc:
-                return f"uid {endpoint.uid}: {exc.code().name}"
-            except TimeoutError:
-                return f"uid {endpoint.uid}: no answer in {budget:.1f}s"
-            except Exception as exc:   # a bad response signature, a closed channel
-                return f"uid {endpoint.uid}: {type(exc).__name__}"
-            if not well_formed(answer):
-                return f"uid {endpoint.uid}: malformed answer"
-            return Routed(endpoint, answer, 1, time.perf_counter() - started)
-
-        results = await asyncio.gather(*(one(e) for e in candidates))
-        for endpoint, r in zip(candidates, results, strict=True):
-            if isinstance(r, str):
-                self.loop.mark_down(endpoint)
+        results = await asyncio.gather(*(self._attempt(e, 1, ask, well_formed, budget) for e in candidates))
         answered = [r for r in results if isinstance(r, Routed)]
         if not answered:
             raise NoMinerAnswered("no miner answered: " + "; ".join(r for r in results if isinstance(r, str)))
         return answered
+
+    async def _attempt(self, endpoint: Endpoint, attempt: int, ask: Callable[[MinerClient, float], Awaitable[Any]],
+                       well_formed: Callable[[Any], bool], budget: float) -> Routed | str:
+        """Ask one miner within `budget`: its well-formed answer, or why not (and it is marked down)."""
+        started = time.perf_counter()
+        try:
+            answer = await asyncio.wait_for(ask(self.pool.client(endpoint), budget), budget + 0.5)
+        except aio.AioRpcError as exc:
+            problem = f"uid {endpoint.uid}: {exc.code().name}"
+        except TimeoutError:
+            problem = f"uid {endpoint.uid}: no answer in {budget:.1f}s"
+        except Exception as exc:   # a bad response signature, a closed channel
+            problem = f"uid {endpoint.uid}: {type(exc).__name__}"
+        else:
+            if well_formed(answer):
+                return Routed(endpoint, answer, attempt, time.perf_counter() - started)
+            problem = f"uid {endpoint.uid}: malformed answer"
+        self.loop.mark_down(endpoint)
+        return problem
 
     async def route(self, ask: Callable[[MinerClient, float], Awaitable[Any]], well_formed: Callable[[Any], bool],
                     timeout_s: float, candidates: list[Endpoint] | None = None) -> Routed:
@@ -103,19 +104,8 @@ class Router:
             left = deadline - time.monotonic()
             if left <= 0:
                 break
-            budget = min(self.attempt_timeout_s, left)
-            started = time.perf_counter()
-            try:
-                answer = await asyncio.wait_for(ask(self.pool.client(endpoint), budget), budget + 0.5)
-            except aio.AioRpcError as exc:
-                errors.append(f"uid {endpoint.uid}: {exc.code().name}")
-            except TimeoutError:
-                errors.append(f"uid {endpoint.uid}: no answer in {budget:.1f}s")
-            except Exception as exc:   # a bad response signature, a closed channel
-                errors.append(f"uid {endpoint.uid}: {type(exc).__name__}")
-            else:
-                if well_formed(answer):
-                    return Routed(endpoint, answer, attempt, time.perf_counter() - started)
-                errors.append(f"uid {endpoint.uid}: malformed answer")
-            self.loop.mark_down(endpoint)
+            result = await self._attempt(endpoint, attempt, ask, well_formed, min(self.attempt_timeout_s, left))
+            if isinstance(result, Routed):
+                return result
+            errors.append(result)
         raise NoMinerAnswered("no miner answered: " + "; ".join(errors or ["the query's time ran out"]))

@@ -38,14 +38,13 @@ from numbers import Real
 import numpy as np
 import sacrebleu
 
-from services.validator.background import Background
+from services.validator.background import UNIFORM, Background
 from services.validator.sampling import RetrievalRound, TranslationItem
 
 FLOOR_PROB = 1e-4
 FLOOR_LOSS = -math.log(FLOOR_PROB)   # 9.21 nats: the score's zero; a round's mean loss past it earns 0
 MIN_PROB = 1e-12                     # a true word given no mass at all (a certain answer, wrong)
 MAX_LOSS = -math.log(MIN_PROB)       # 27.6 nats: that item's loss; also a malformed answer's, no answer's
-UNIFORM = Background.uniform()       # scoring without a validator's texts: every unlisted word alike
 BLEU_TOKENIZE = "13a"                # sacreBLEU's default (WMT's mteval-v13a): comparable with published BLEU
 
 

@@ -63,9 +63,15 @@ local function check_weights_rate(hp_key, last_update_key, uid)
   return nil
 end
 
--- The epoch-index of a block (subtensor's get_epoch_index; services/chain/subnets.py epoch_index)
-local function epoch_index(block, netuid, tempo)
-  return math.floor((block + netuid + 1) / (tempo + 1))
+-- The first and last block a reveal of a commit made in `commit_block` may land in: the whole
+-- epoch-index commit_reveal_period tempos after the commit's (subtensor's get_epoch_index; the same
+-- rule as services/chain/subnets.py reveal_window)
+local function reveal_window(commit_block, netuid, hp_key)
+  local tempo = tonumber(redis.call('HGET', hp_key, 'tempo'))
+  local period = tonumber(redis.call('HGET', hp_key, 'commit_reveal_period') or '1')
+  local index = math.floor((commit_block + netuid + 1) / (tempo + 1))
+  local first = (index + period) * (tempo + 1) - netuid - 1
+  return first, first + tempo
 end
 
 -- The signer's commits on the subnet, oldest first, as {hash hex, commit block} pairs

@@ -13,13 +13,11 @@ local function check()
   if not uid then return fail('NotRegistered', 'hotkey ' .. SIGNER .. ' is not registered on subnet ' .. netuid) end
   local err = check_weights_rate(KEY(3), KEY(5), uid)
   if err then return err end
-  local tempo = tonumber(redis.call('HGET', KEY(3), 'tempo'))
-  local period = tonumber(redis.call('HGET', KEY(3), 'commit_reveal_period') or '1')
-  local now = epoch_index(BLOCK, tonumber(netuid), tempo)
   -- commits whose reveal window has passed are dropped: they never count again
   local live = {}
   for _, c in ipairs(read_commits(KEY(9))) do
-    if epoch_index(c[2], tonumber(netuid), tempo) + period >= now then live[#live + 1] = c end
+    local _, last = reveal_window(c[2], tonumber(netuid), KEY(3))
+    if BLOCK <= last then live[#live + 1] = c end
   end
   if #live >= tonumber(ARG(3)) then
     return fail('TooManyUnrevealedCommits', 'hotkey ' .. SIGNER .. ' has ' .. istr(#live) .. ' unrevealed commits on subnet '

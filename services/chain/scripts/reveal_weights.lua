@@ -14,20 +14,16 @@ local function check()
   if #commits == 0 then
     return fail('NoWeightsCommitFound', 'hotkey ' .. SIGNER .. ' has no weights commit on subnet ' .. netuid)
   end
-  local tempo = tonumber(redis.call('HGET', KEY(3), 'tempo'))
-  local period = tonumber(redis.call('HGET', KEY(3), 'commit_reveal_period') or '1')
-  local now = epoch_index(BLOCK, tonumber(netuid), tempo)
   for i, c in ipairs(commits) do
     if c[1] == ARG(8) then
-      local due = epoch_index(c[2], tonumber(netuid), tempo) + period
-      if now < due then
-        local opens = due * (tempo + 1) - tonumber(netuid) - 1
+      local first, last = reveal_window(c[2], tonumber(netuid), KEY(3))
+      if BLOCK < first then
         return fail('RevealTooEarly', 'the commit of block ' .. istr(c[2]) .. ' may be revealed from block '
-          .. istr(opens) .. ' (in ' .. istr(opens - BLOCK) .. ' blocks) to block ' .. istr(opens + tempo))
+          .. istr(first) .. ' (in ' .. istr(first - BLOCK) .. ' blocks) to block ' .. istr(last))
       end
-      if now > due then
+      if BLOCK > last then
         return fail('ExpiredWeightCommit', 'the commit of block ' .. istr(c[2]) .. ' had to be revealed by block '
-          .. istr(due * (tempo + 1) - tonumber(netuid) - 1 + tempo) .. ': it expired; commit again')
+          .. istr(last) .. ': it expired; commit again')
       end
       local rest = {}
       for j = i + 1, #commits do rest[#rest + 1] = commits[j] end
